@@ -1,0 +1,61 @@
+# sagaflow: `make` alone lists the targets. The local infrastructure is in dev/
+# (see the README's "Local infrastructure").
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# What the Go tests, the chaos suite and the benchmark connect to. Override on
+# the command line or in the environment; KAFKA_BROKERS=3 brings up (and
+# points at) the 3-node cluster instead of the single node.
+KAFKA_BROKERS ?= 1
+ifeq ($(KAFKA_BROKERS),3)
+SAGAFLOW_KAFKA ?= 127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096
+endif
+SAGAFLOW_KAFKA ?= 127.0.0.1:19092
+SAGAFLOW_REDIS ?= 127.0.0.1:16379
+export SAGAFLOW_KAFKA SAGAFLOW_REDIS KAFKA_BROKERS
+
+GO ?= go
+# staticcheck v0.8.2 is release 2026.2.2, which builds and runs with Go 1.26.
+# (The proxy only serves semver tags, so "@2025.1.1" style versions fail.)
+STATICCHECK_VERSION ?= v0.8.2
+TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: help up down status logs test vet lint bench demo
+
+help: ## list the targets
+	@echo "usage: make TARGET   (KAFKA_BROKERS=3 for the 3-node Kafka)"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+up: ## start Kafka and Redis (dev/up.sh) and wait until they answer
+	@dev/up.sh --brokers $(KAFKA_BROKERS)
+
+down: ## stop the Kafka and Redis that dev/ started; data stays in .cache/
+	@dev/down.sh
+
+status: ## say whether Kafka and Redis are up, with pids, ports and logs
+	@dev/status.sh
+
+logs: ## print the last lines of the Kafka and Redis logs
+	@dev/logs.sh
+
+vet: ## go vet
+	$(GO) vet ./...
+
+test: up vet ## start the infrastructure, go vet, then all tests with -race
+	$(GO) test $(TEST_FLAGS) ./...
+
+lint: ## gofmt (fails on any unformatted file), go vet, staticcheck
+	@unformatted=$$(find . -path ./.cache -prune -o -path ./.git -prune -o -name testdata -prune \
+		-o -name '*.go' -print | xargs -r gofmt -l); \
+	if [[ -n $$unformatted ]]; then \
+		echo "gofmt: these files need gofmt -w:"; echo "$$unformatted"; exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+bench: up ## run every benchmark once (placeholder)
+	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
+
+demo: ## try sagaflow in one process, no infrastructure needed
+	$(GO) run ./cmd/sagaflow demo

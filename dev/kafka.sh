@@ -1,0 +1,534 @@
+#!/usr/bin/env bash
+# dev/kafka.sh: Apache Kafka in KRaft mode from Maven Central, for the tests,
+# the chaos suite and the benchmark. Each node is one JVM that is both broker
+# and controller, listening on loopback only.
+#
+#   dev/kafka.sh up [--brokers 1|3]    fetch, start every node, wait until a
+#                                      transactional probe passes (dev/check)
+#   dev/kafka.sh down                  stop every node of either mode
+#   dev/kafka.sh start  [NODE...]      start nodes (all by default), wait until
+#                                      they listen
+#   dev/kafka.sh stop   [NODE...]      SIGTERM (controlled shutdown), SIGKILL
+#                                      after KAFKA_STOP_WAIT seconds (30)
+#   dev/kafka.sh kill   [NODE...]      SIGKILL, as a crash would
+#   dev/kafka.sh pause  [NODE...]      SIGSTOP (a hung node, a GC pause)
+#   dev/kafka.sh resume [NODE...]      SIGCONT
+#   dev/kafka.sh status [NODE...]      exit 0 when every node answers
+#   dev/kafka.sh wait                  wait for the probe only
+#   dev/kafka.sh fetch                 only lay the jars out
+#   dev/kafka.sh reset                 down, then delete all Kafka data
+#   dev/kafka.sh logs [NODE]           print the log files' paths
+#   dev/kafka.sh bootstrap             print the brokers' addresses
+#   dev/kafka.sh run CLASS [ARG...]    run a Kafka tool with the broker's jars,
+#       e.g. run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:19092 --list
+#
+# Modes: 1 node (broker 127.0.0.1:19092, controller :19093), or 3 nodes
+# (brokers :19092 :19094 :19096, controllers :19093 :19095 :19097, replication
+# factor 3, min.insync.replicas 2). They keep their data apart
+# (.cache/kafka/single, .cache/kafka/cluster3); starting one stops the other.
+# The mode is --brokers N, else KAFKA_BROKERS; node commands use the mode that
+# is running. Node numbers are 1..N.
+#
+# Environment: KAFKA_VERSION (4.4.0), KAFKA_BROKERS, KAFKA_WAIT (seconds for
+# up/start, 90), KAFKA_HEAP_OPTS (-Xms256m -Xmx1g), KAFKA_STOP_WAIT (30),
+# KAFKA_PORT_BASE (19092; with another SAGAFLOW_CACHE, a second cluster),
+# SAGAFLOW_CACHE (.cache).
+set -euo pipefail
+# shellcheck source=dev/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
+KHOME=$CACHE/kafka/$KAFKA_VERSION
+LIBS=$KHOME/libs
+STAMP=$KHOME/libs.stamp
+POM=$DEV_DIR/kafka/pom.xml
+LOG4J=$DEV_DIR/kafka/log4j2.properties
+MODE_FILE=$CACHE/kafka/mode
+WAIT=${KAFKA_WAIT:-90}
+STOP_WAIT=${KAFKA_STOP_WAIT:-30}
+read -r -a HEAP <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+CHECK_BIN=$CACHE/bin/check
+# Node i's broker listens on PORT_BASE+2(i-1), its controller one above.
+# Another base (with another SAGAFLOW_CACHE) runs a second, separate cluster.
+PORT_BASE=${KAFKA_PORT_BASE:-19092}
+[[ $PORT_BASE =~ ^[0-9]+$ ]] || die "KAFKA_PORT_BASE=$PORT_BASE: want a port number"
+CHECK_LOG=$CACHE/bin/check-build.log
+
+# Fixed cluster ids (16 bytes, base64url): one per mode, so a node's data is
+# never mistaken for another cluster's.
+cluster_id() { if (($1 == 1)); then echo c2FnYWZsb3ctZGV2LWtmaw; else echo c2FnYWZsb3ctZGV2LWtmMw; fi; }
+
+state_dir() { if (($1 == 1)); then echo "$CACHE/kafka/single"; else echo "$CACHE/kafka/cluster$1"; fi; }
+node_dir() { echo "$(state_dir "$1")/node$2"; }
+broker_port() { echo $((PORT_BASE + 2 * ($1 - 1))); }
+controller_port() { echo $((PORT_BASE + 1 + 2 * ($1 - 1))); }
+bootstrap() {
+	local n=$1 i list=
+	for ((i = 1; i <= n; i++)); do list+="${list:+,}127.0.0.1:$(broker_port "$i")"; done
+	echo "$list"
+}
+
+# alive MODE NODE: our JVM for that node is running.
+alive() { pid_matches "$(node_dir "$1" "$2")/kafka.pid" "$(node_dir "$1" "$2")/server.properties"; }
+
+# running_mode: the mode with at least one live node, or nothing.
+running_mode() {
+	local m i
+	for m in 3 1; do
+		for ((i = 1; i <= m; i++)); do
+			if alive "$m" "$i"; then
+				echo "$m"
+				return
+			fi
+		done
+	done
+}
+
+check_mode() { [[ $1 == 1 || $1 == 3 ]] || die "--brokers $1: only 1 or 3 are supported"; }
+
+need_java() {
+	need java openjdk-17-jre-headless
+	local v
+	v=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+	if ! [[ ${v%%.*} =~ ^[0-9]+$ ]] || ((${v%%.*} < 17)); then
+		die "Kafka $KAFKA_VERSION needs Java 17 or newer; $(command -v java) is Java ${v:-unknown}"
+	fi
+}
+
+# fetch: lay Kafka's jars out in .cache/kafka/<version>/libs with Maven, once.
+# The stamp records the version and the pom it came from; while both match,
+# this is a no-op that runs no JVM.
+cmd_fetch() {
+	local want
+	want="$KAFKA_VERSION $(sha256sum "$POM" | cut -c1-64)"
+	if [[ -f $STAMP && $(<"$STAMP") == "$want" && -d $LIBS ]]; then
+		return 0
+	fi
+	need_java
+	need mvn maven
+	mkdir -p "$KHOME"
+	say "kafka: fetching Apache Kafka $KAFKA_VERSION from Maven Central into $LIBS (once)"
+	local tmp=$KHOME/libs.tmp log=$KHOME/fetch.log
+	rm -rf "$tmp"
+	if ! mvn -B -q -f "$POM" -Dkafka.version="$KAFKA_VERSION" \
+		dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" >"$log" 2>&1; then
+		tail_log "$log" 30
+		die "mvn could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION (is Maven Central reachable? try KAFKA_VERSION=4.3.1)"
+	fi
+	ls "$tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || die "mvn ran but no kafka_2.13 jar is in $tmp (log $log)"
+	rm -rf "$LIBS"
+	mv "$tmp" "$LIBS"
+	echo "$want" >"$STAMP"
+}
+
+# write_props MODE NODE: the node's server.properties, rewritten at every start
+# so a change here applies without a reset.
+write_props() {
+	local n=$1 i=$2 dir voters="" j rf isr
+	dir=$(node_dir "$n" "$i")
+	for ((j = 1; j <= n; j++)); do voters+="${voters:+,}$j@127.0.0.1:$(controller_port "$j")"; done
+	if ((n >= 3)); then rf=3 isr=2; else rf=1 isr=1; fi
+	mkdir -p "$dir/data" "$dir/logs"
+	cat >"$dir/server.properties" <<EOF
+# Written by dev/kafka.sh at every start; edit that script, not this file.
+process.roles=broker,controller
+node.id=$i
+listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i")
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+controller.quorum.voters=$voters
+log.dirs=$dir/data
+
+# Our code creates its topics explicitly (kafkatx.CreateTopics); a typo must
+# fail, not make a topic.
+auto.create.topics.enable=false
+num.partitions=4
+default.replication.factor=$rf
+min.insync.replicas=$isr
+
+# Internal topics. Fewer partitions than the defaults (50): on a 2-core
+# machine the first transaction and the first group join come up faster.
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+
+# Tests start many consumer groups; do not wait 3 s for more members.
+group.initial.rebalance.delay.ms=0
+
+# A killed node's old registration blocks its restart until its session
+# expires, and a dead broker keeps its partitions' leadership until then:
+# 5 s instead of 9 s speeds up the chaos tests' kill/restart cycles.
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=5000
+EOF
+}
+
+# format MODE NODE: format the node's storage once, before its first start.
+format_node() {
+	local n=$1 i=$2 dir
+	dir=$(node_dir "$n" "$i")
+	[[ -f $dir/data/meta.properties ]] && return 0
+	say "kafka: formatting node $i storage (cluster $(cluster_id "$n"))"
+	if ! java -Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$LOG4J" -cp "$LIBS/*" \
+		kafka.tools.StorageTool format --ignore-formatted \
+		--cluster-id "$(cluster_id "$n")" --config "$dir/server.properties" \
+		>"$dir/logs/format.log" 2>&1; then
+		tail_log "$dir/logs/format.log" 30
+		die "formatting the storage of kafka node $i failed (log $dir/logs/format.log)"
+	fi
+}
+
+# start_node MODE NODE: launch the node's JVM unless it runs already.
+start_node() {
+	local n=$1 i=$2 dir bp cp pid
+	dir=$(node_dir "$n" "$i")
+	bp=$(broker_port "$i")
+	cp=$(controller_port "$i")
+	if alive "$n" "$i"; then
+		say "kafka: node $i already running (pid $(<"$dir/kafka.pid"))"
+		return 0
+	fi
+	rm -f "$dir/kafka.pid"
+	if port_open 127.0.0.1 "$bp"; then
+		say "kafka: something already answers on 127.0.0.1:$bp; treating node $i as up (not started by dev/)"
+		return 0
+	fi
+	if port_open 127.0.0.1 "$cp"; then
+		die "port $cp is busy (kafka node $i's controller port): see ss -ltnp 'sport = :$cp'"
+	fi
+	write_props "$n" "$i"
+	format_node "$n" "$i"
+	say "kafka: starting node $i (broker 127.0.0.1:$bp, controller 127.0.0.1:$cp)"
+	{
+		echo
+		echo "=== $(date -Is) dev/kafka.sh start node $i ==="
+	} >>"$dir/logs/stdout.log"
+	# setsid: the JVM outlives this script and is not hit by a terminal's ^C.
+	# Everything the JVM prints before log4j is up (a bad flag, a crash) goes
+	# to stdout.log.
+	(
+		cd "$dir"
+		exec 9>&- # the JVM must not inherit (and hold) the dev/ lock
+		exec setsid java "${HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+			-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+			-Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$LOG4J" \
+			-cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
+			</dev/null >>"$dir/logs/stdout.log" 2>&1
+	) &
+	pid=$!
+	echo "$pid" >"$dir/kafka.pid"
+	# Until the subshell has exec'd into java, the pid's command line is bash's.
+	local t
+	for ((t = 0; t < 50; t++)); do
+		alive "$n" "$i" && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	alive "$n" "$i" || {
+		node_logs "$n" "$i"
+		die "kafka node $i did not start (is java working? logs above)"
+	}
+}
+
+node_logs() {
+	local dir
+	dir=$(node_dir "$1" "$2")
+	tail_log "$dir/logs/stdout.log" 15
+	tail_log "$dir/logs/server.log" 40
+}
+
+# wait_listening MODE END NODE...: until each node's broker port accepts
+# connections; fail fast when a JVM dies.
+wait_listening() {
+	local n=$1 end=$2 i
+	shift 2
+	for i in "$@"; do
+		until port_open 127.0.0.1 "$(broker_port "$i")"; do
+			if ! alive "$n" "$i"; then
+				node_logs "$n" "$i"
+				die "kafka node $i exited during start-up (logs above; $(node_dir "$n" "$i")/logs)"
+			fi
+			if (($(date +%s) >= end)); then
+				node_logs "$n" "$i"
+				die "kafka node $i does not listen on 127.0.0.1:$(broker_port "$i") after ${WAIT}s"
+			fi
+			sleep 0.5
+		done
+	done
+}
+
+# build_check: compile dev/check (kafkatx.Probe; cgo, so the first build takes
+# a minute) into .cache/bin. Run in the background while the JVMs start.
+build_check() {
+	command -v go >/dev/null 2>&1 || {
+		echo "go is not on PATH: dev/check needs Go (see the README's Prerequisites)" >"$CHECK_LOG"
+		return 1
+	}
+	mkdir -p "$(dirname "$CHECK_BIN")"
+	(cd "$ROOT" && go build -o "$CHECK_BIN" ./dev/check) >"$CHECK_LOG" 2>&1
+}
+
+# probe MODE BUILD_PID: wait for the check build, then run it with what is
+# left of the deadline. The deadline for the probe starts after the build, so
+# a cold cgo build does not eat into Kafka's time.
+probe() {
+	local n=$1 build=$2 end i
+	if ! wait "$build"; then
+		cat "$CHECK_LOG" >&2
+		die "could not build dev/check (go build ./dev/check, above): Kafka is started but unverified"
+	fi
+	end=$(($(date +%s) + WAIT))
+	if ! "$CHECK_BIN" -kafka "$(bootstrap "$n")" -timeout "$(deadline_left "$end")s"; then
+		for ((i = 1; i <= n; i++)); do node_logs "$n" "$i"; done
+		die "kafka ($(bootstrap "$n")) listens but does not pass the transactional probe within ${WAIT}s"
+	fi
+}
+
+# select_nodes MODE [NODE...]: set NODES to the node numbers asked for, all
+# by default.
+select_nodes() {
+	local n=$1 i
+	shift
+	NODES=()
+	if (($# == 0)); then
+		for ((i = 1; i <= n; i++)); do NODES+=("$i"); done
+		return
+	fi
+	for i in "$@"; do
+		if ! [[ $i =~ ^[0-9]+$ ]] || ((i < 1 || i > n)); then
+			die "node $i: the $n-node mode has nodes 1..$n"
+		fi
+		NODES+=("$i")
+	done
+}
+
+# signal_nodes MODE SIGNAL NODE...: send SIGNAL to the nodes that run.
+signal_nodes() {
+	local n=$1 sig=$2 i
+	shift 2
+	for i in "$@"; do
+		if alive "$n" "$i"; then
+			say "kafka: SIG$sig node $i (pid $(<"$(node_dir "$n" "$i")/kafka.pid"))"
+			kill -s "$sig" "$(<"$(node_dir "$n" "$i")/kafka.pid")" 2>/dev/null || true
+		else
+			say "kafka: node $i is not running"
+		fi
+	done
+}
+
+# stop_nodes MODE NODE...: SIGTERM all at once (stopping them one by one
+# would lose the quorum half-way and stall the last ones' controlled
+# shutdown), then SIGKILL whatever is left after STOP_WAIT seconds.
+stop_nodes() {
+	local n=$1 i pid end left
+	shift
+	local -a pids=()
+	for i in "$@"; do
+		if alive "$n" "$i"; then
+			pid=$(<"$(node_dir "$n" "$i")/kafka.pid")
+			say "kafka: stopping node $i (pid $pid)"
+			kill -CONT "$pid" 2>/dev/null || true # a paused node cannot stop
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$pid")
+		fi
+	done
+	end=$(($(date +%s) + STOP_WAIT))
+	for pid in ${pids[@]+"${pids[@]}"}; do
+		while kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; do
+			left=$((end - $(date +%s)))
+			if ((left <= 0)); then
+				warn "kafka pid $pid did not stop within ${STOP_WAIT}s; killing it"
+				kill -KILL "$pid" 2>/dev/null || true
+				break
+			fi
+			sleep 0.2
+		done
+	done
+	for i in "$@"; do rm -f "$(node_dir "$n" "$i")/kafka.pid"; done
+}
+
+status_nodes() {
+	local n=$1 i dir bp state rc=0
+	shift
+	say "kafka: $n-node mode, data in $(state_dir "$n")"
+	for i in "$@"; do
+		dir=$(node_dir "$n" "$i")
+		bp=$(broker_port "$i")
+		if alive "$n" "$i"; then
+			if [[ $(awk '{print $3}' "/proc/$(<"$dir/kafka.pid")/stat" 2>/dev/null) == T ]]; then
+				state="paused (SIGSTOP), pid $(<"$dir/kafka.pid")"
+				rc=1
+			elif port_open 127.0.0.1 "$bp"; then
+				state="up, pid $(<"$dir/kafka.pid")"
+			else
+				state="starting (not listening yet), pid $(<"$dir/kafka.pid")"
+				rc=1
+			fi
+		else
+			state=down
+			rc=1
+		fi
+		say "  node $i: $state; broker 127.0.0.1:$bp, controller 127.0.0.1:$(controller_port "$i"); log $dir/logs/server.log"
+	done
+	return "$rc"
+}
+
+# --- arguments ---------------------------------------------------------------
+FLAG_BROKERS=
+ARGS=()
+while (($#)); do
+	case $1 in
+	--brokers) FLAG_BROKERS=${2:?--brokers needs 1 or 3}; shift 2 ;;
+	--brokers=*) FLAG_BROKERS=${1#*=}; shift ;;
+	*) ARGS+=("$1"); shift ;;
+	esac
+done
+set -- ${ARGS[@]+"${ARGS[@]}"}
+CMD=${1:-status}
+(($#)) && shift
+
+# The mode to bring up: the flag, else KAFKA_BROKERS, else 1.
+up_mode() { echo "${FLAG_BROKERS:-${KAFKA_BROKERS:-1}}"; }
+# The mode to act on: the flag, else the running one, else KAFKA_BROKERS,
+# else the last one brought up, else 1.
+node_mode() {
+	local m=$FLAG_BROKERS
+	[[ -n $m ]] || m=$(running_mode)
+	[[ -n $m ]] || m=${KAFKA_BROKERS:-}
+	[[ -n $m || ! -s $MODE_FILE ]] || m=$(<"$MODE_FILE")
+	echo "${m:-1}"
+}
+
+case $CMD in
+fetch | up | start | stop | down | reset) lock "$CACHE/kafka/.lock" ;;
+esac
+
+case $CMD in
+fetch)
+	cmd_fetch
+	;;
+up)
+	N=$(up_mode)
+	check_mode "$N"
+	OTHER=$((N == 1 ? 3 : 1))
+	build_check &
+	BUILD=$!
+	if [[ $(running_mode) == "$OTHER" ]]; then
+		say "kafka: switching from the $OTHER-node to the $N-node mode: stopping the $OTHER-node cluster"
+		select_nodes "$OTHER"
+		stop_nodes "$OTHER" "${NODES[@]}"
+	fi
+	select_nodes "$N"
+	all_up=1
+	for i in "${NODES[@]}"; do
+		if alive "$N" "$i"; then
+			# A node left paused by a chaos test listens but never answers.
+			kill -CONT "$(<"$(node_dir "$N" "$i")/kafka.pid")" 2>/dev/null || true
+		elif ! port_open 127.0.0.1 "$(broker_port "$i")"; then
+			all_up=
+		fi
+	done
+	if [[ -z $all_up ]]; then
+		cmd_fetch
+		need_java
+		mkdir -p "$CACHE/kafka"
+		echo "$N" >"$MODE_FILE"
+		for i in "${NODES[@]}"; do start_node "$N" "$i"; done
+	fi
+	wait_listening "$N" $(($(date +%s) + WAIT)) "${NODES[@]}"
+	probe "$N" "$BUILD"
+	mkdir -p "$CACHE/kafka"
+	echo "$N" >"$MODE_FILE"
+	say "kafka: up, $N node(s), bootstrap $(bootstrap "$N")"
+	;;
+start)
+	N=$(node_mode)
+	check_mode "$N"
+	select_nodes "$N" "$@"
+	cmd_fetch
+	need_java
+	mkdir -p "$CACHE/kafka"
+	echo "$N" >"$MODE_FILE"
+	for i in "${NODES[@]}"; do start_node "$N" "$i"; done
+	wait_listening "$N" $(($(date +%s) + WAIT)) "${NODES[@]}"
+	;;
+wait)
+	N=$(node_mode)
+	build_check &
+	probe "$N" $!
+	;;
+stop)
+	N=$(node_mode)
+	select_nodes "$N" "$@"
+	stop_nodes "$N" "${NODES[@]}"
+	;;
+down)
+	for m in 3 1; do
+		select_nodes "$m"
+		stop_nodes "$m" "${NODES[@]}"
+	done
+	if port_open 127.0.0.1 "$PORT_BASE"; then
+		say "kafka: something not started by dev/ still answers on 127.0.0.1:$PORT_BASE; leaving it"
+	fi
+	;;
+kill | pause | resume)
+	N=$(node_mode)
+	select_nodes "$N" "$@"
+	case $CMD in kill) SIG=KILL ;; pause) SIG=STOP ;; *) SIG=CONT ;; esac
+	signal_nodes "$N" "$SIG" "${NODES[@]}"
+	;;
+status)
+	N=${FLAG_BROKERS:-$(running_mode)}
+	if [[ -z $N ]]; then
+		if port_open 127.0.0.1 "$PORT_BASE"; then
+			say "kafka: up on 127.0.0.1:$PORT_BASE (not started by dev/)"
+			exit 0
+		fi
+		say "kafka: down"
+		exit 1
+	fi
+	select_nodes "$N" "$@"
+	status_nodes "$N" "${NODES[@]}"
+	;;
+reset)
+	for m in 3 1; do
+		select_nodes "$m"
+		stop_nodes "$m" "${NODES[@]}"
+	done
+	say "kafka: deleting $CACHE/kafka/single and $CACHE/kafka/cluster3"
+	rm -rf "$CACHE/kafka/single" "$CACHE/kafka/cluster3" "$MODE_FILE"
+	;;
+bootstrap)
+	bootstrap "$(node_mode)"
+	;;
+logs)
+	N=$(node_mode)
+	select_nodes "$N" "$@"
+	for i in "${NODES[@]}"; do
+		if ! alive "$N" "$i" && port_open 127.0.0.1 "$(broker_port "$i")"; then
+			echo "(node $i: 127.0.0.1:$(broker_port "$i") was not started by dev/)"
+		else
+			echo "$(node_dir "$N" "$i")/logs/server.log"
+		fi
+	done
+	;;
+run)
+	(($#)) || die "run needs a class name, e.g. org.apache.kafka.tools.TopicCommand"
+	cmd_fetch
+	need_java
+	mkdir -p "$CACHE/kafka/tools"
+	exec java -Dkafka.logs.dir="$CACHE/kafka/tools" -Dlog4j2.configurationFile="$LOG4J" -cp "$LIBS/*" "$@"
+	;;
+-h | --help | help)
+	sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	;;
+*)
+	die "unknown command $CMD (see dev/kafka.sh help)"
+	;;
+esac

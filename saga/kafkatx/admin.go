@@ -1,0 +1,188 @@
+package kafkatx
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Topic names from DESIGN.md. Every topic has the same partition count and
+// every record is keyed by the saga id, so one saga lives on one partition
+// number everywhere.
+const (
+	TopicOrderEvents      = "orders.events"
+	TopicStockCommands    = "stock.commands"
+	TopicStockReplies     = "stock.replies"
+	TopicPaymentCommands  = "payment.commands"
+	TopicPaymentReplies   = "payment.replies"
+	TopicSagaState        = "saga.state"
+	TopicSagaDeadLetter   = "saga.deadletter"
+	TopicSagaControl      = "saga.control"
+	probeTopic            = "_sagaflow.probe"
+	defaultAdminTimeoutMs = 30_000
+)
+
+// TopicSpec describes a topic to create.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+	// Replication 0 means min(3, number of brokers).
+	Replication int
+	// Config holds topic-level settings, e.g. cleanup.policy=compact.
+	Config map[string]string
+}
+
+// SagaflowTopics returns the topics of DESIGN.md with the given partition
+// count; saga.state is compacted because only the newest snapshot of each saga
+// matters for a restore.
+func SagaflowTopics(partitions int) []TopicSpec {
+	names := []string{TopicOrderEvents, TopicStockCommands, TopicStockReplies,
+		TopicPaymentCommands, TopicPaymentReplies, TopicSagaDeadLetter, TopicSagaControl}
+	specs := make([]TopicSpec, 0, len(names)+1)
+	for _, n := range names {
+		specs = append(specs, TopicSpec{Name: n, Partitions: partitions})
+	}
+	return append(specs, TopicSpec{Name: TopicSagaState, Partitions: partitions,
+		Config: map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}})
+}
+
+// CreateTopics creates the topics that do not exist yet. An existing topic is
+// left as it is, even with another partition count: changing the count would
+// move saga ids to other partitions under running instances.
+func CreateTopics(ctx context.Context, brokers string, topics []TopicSpec) error {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	if err != nil {
+		return fmt.Errorf("kafkatx: admin client: %w", err)
+	}
+	defer ac.Close()
+	md, err := ac.GetMetadata(nil, false, timeoutMs(ctx, defaultAdminTimeoutMs))
+	if err != nil {
+		return fmt.Errorf("kafkatx: metadata from %s: %w", brokers, err)
+	}
+	specs := make([]kafka.TopicSpecification, 0, len(topics))
+	for _, t := range topics {
+		rf := t.Replication
+		if rf == 0 {
+			rf = min(3, len(md.Brokers))
+		}
+		specs = append(specs, kafka.TopicSpecification{Topic: t.Name, NumPartitions: t.Partitions,
+			ReplicationFactor: rf, Config: t.Config})
+	}
+	res, err := ac.CreateTopics(ctx, specs, kafka.SetAdminOperationTimeout(30*time.Second))
+	if err != nil {
+		return fmt.Errorf("kafkatx: create topics: %w", err)
+	}
+	var errs []error
+	for _, r := range res {
+		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Topic, r.Error))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("kafkatx: create topics: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Probe checks that the cluster at brokers is usable for this project, not
+// merely listening: it reads metadata, commits one transactional record and
+// reads it back with read_committed. Each call uses a fresh transactional id,
+// so probes never fence each other.
+func Probe(ctx context.Context, brokers string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+	}
+	if err := CreateTopics(ctx, brokers, []TopicSpec{{Name: probeTopic, Partitions: 1}}); err != nil {
+		return err
+	}
+	nonce := randomHex(8)
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers": brokers,
+		"transactional.id":  "_sagaflow.probe-" + nonce,
+		// The broker's minimum; a probe that dies must not hold the
+		// partition's stable offset back for long.
+		"transaction.timeout.ms": 10_000,
+	})
+	if err != nil {
+		return fmt.Errorf("kafkatx: probe producer: %w", err)
+	}
+	defer p.Close()
+	go func() {
+		for range p.Events() {
+		}
+	}()
+	if err := p.InitTransactions(ctx); err != nil {
+		return fmt.Errorf("kafkatx: probe init transactions: %w", err)
+	}
+	if err := p.BeginTransaction(); err != nil {
+		return fmt.Errorf("kafkatx: probe begin: %w", err)
+	}
+	topic := probeTopic
+	delivered := make(chan kafka.Event, 1)
+	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0},
+		Value: []byte(nonce)}, delivered); err != nil {
+		return fmt.Errorf("kafkatx: probe produce: %w", err)
+	}
+	if err := p.CommitTransaction(ctx); err != nil {
+		return fmt.Errorf("kafkatx: probe commit: %w", err)
+	}
+	var offset kafka.Offset
+	select {
+	case ev := <-delivered:
+		m := ev.(*kafka.Message)
+		if m.TopicPartition.Error != nil {
+			return fmt.Errorf("kafkatx: probe delivery: %w", m.TopicPartition.Error)
+		}
+		offset = m.TopicPartition.Offset
+	case <-ctx.Done():
+		return fmt.Errorf("kafkatx: probe delivery: %w", ctx.Err())
+	}
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":  brokers,
+		"group.id":           "_sagaflow.probe",
+		"isolation.level":    "read_committed",
+		"enable.auto.commit": false,
+	})
+	if err != nil {
+		return fmt.Errorf("kafkatx: probe consumer: %w", err)
+	}
+	defer c.Close()
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: offset}}); err != nil {
+		return fmt.Errorf("kafkatx: probe assign: %w", err)
+	}
+	for ctx.Err() == nil {
+		m, err := c.ReadMessage(200 * time.Millisecond)
+		if err != nil {
+			if ke, ok := kafkaErr(err); ok && ke.IsTimeout() {
+				continue
+			}
+			return fmt.Errorf("kafkatx: probe read: %w", err)
+		}
+		if string(m.Value) == nonce {
+			return nil
+		}
+	}
+	return fmt.Errorf("kafkatx: probe read back: %w", ctx.Err())
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// timeoutMs converts ctx's deadline to the milliseconds librdkafka calls take,
+// with def when ctx has none.
+func timeoutMs(ctx context.Context, def int) int {
+	if d, ok := ctx.Deadline(); ok {
+		return max(1, int(time.Until(d).Milliseconds()))
+	}
+	return def
+}

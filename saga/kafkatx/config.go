@@ -1,0 +1,132 @@
+package kafkatx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config configures a Loop. Zero values take the defaults named on each field.
+type Config struct {
+	// Brokers is the bootstrap list, "host:port[,host:port...]". Required.
+	Brokers string
+	// Group is the consumer group id. Required.
+	Group string
+	// Topics are the input topics. Required.
+	Topics []string
+	// TransactionalID identifies this instance. It must be stable across
+	// restarts of the same instance and unique among live instances: a restart
+	// with the same id fences its predecessor and aborts its open transaction at
+	// once, instead of leaving it to block read_committed readers until the
+	// transaction timeout. Required.
+	TransactionalID string
+	// StaticMembership sends TransactionalID as group.instance.id (KIP-345).
+	// A restarted instance then takes its partitions back without a rebalance,
+	// but a stopped one keeps them until the session times out, since a static
+	// member does not leave the group on close.
+	StaticMembership bool
+	// Assignor is the partition assignment strategy. Default
+	// "cooperative-sticky": a rebalance moves only the partitions that must
+	// move. "range" co-partitions: with equal partition counts, partition p
+	// of every input topic goes to the same member, which a consumer that
+	// joins several topics by key needs (the orchestrator does).
+	Assignor string
+
+	// MaxBatch bounds the records handled in one transaction. Default 100.
+	MaxBatch int
+	// MaxInterval bounds how long a polled record waits before its transaction
+	// commits. Default 100ms.
+	MaxInterval time.Duration
+	// TransactionTimeout is the broker-side limit of one transaction, and the
+	// time this loop keeps retrying a commit whose outcome is unknown before it
+	// recreates the producer. Default 30s.
+	TransactionTimeout time.Duration
+	// SessionTimeout is the consumer group session timeout. Default 10s.
+	SessionTimeout time.Duration
+	// RetryBackoff is the first pause after a handler error; it doubles on each
+	// consecutive failure up to MaxRetryBackoff. Defaults 100ms and 5s.
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
+
+	// OnAssign runs for newly assigned partitions before any of their records
+	// reach the handler (the orchestrator restores its instances here). It
+	// runs after the group's committed offsets for parts are stable: no
+	// transaction that commits offsets for them is still open, so whatever a
+	// previous owner wrote in such a transaction is committed or aborted by
+	// now. An error stops the loop: processing without the restored state
+	// would be wrong, not merely slow.
+	OnAssign func(ctx context.Context, parts []TopicPartition) error
+	// OnRevoke runs after the in-flight batch was committed (or dropped when
+	// the assignment was lost) and before the partitions go.
+	OnRevoke func(parts []TopicPartition, lost bool)
+	// OnPoison decides what a poison record becomes: usually a dead-letter
+	// record (see DeadLetter). When nil, poison records go to DeadLetterTopic,
+	// or are skipped with an error log when that is empty too. Either way the
+	// partition moves on.
+	OnPoison func(rec Record, reason error) []Message
+	// DeadLetterTopic is used by the default OnPoison.
+	DeadLetterTopic string
+	// AfterCommit runs after each committed transaction.
+	AfterCommit func(records, produced int)
+
+	// ConsumerConfig and ProducerConfig are extra librdkafka properties; they
+	// override ours, so a caller can tune anything, at its own risk.
+	ConsumerConfig map[string]any
+	ProducerConfig map[string]any
+}
+
+func (c Config) withDefaults() Config {
+	if c.Assignor == "" {
+		c.Assignor = "cooperative-sticky"
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 100
+	}
+	if c.MaxInterval == 0 {
+		c.MaxInterval = 100 * time.Millisecond
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 30 * time.Second
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = 100 * time.Millisecond
+	}
+	if c.MaxRetryBackoff == 0 {
+		c.MaxRetryBackoff = 5 * time.Second
+	}
+	return c
+}
+
+// Validate reports the first thing wrong with the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Brokers == "" {
+		errs = append(errs, errors.New("no Brokers"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("no Group"))
+	}
+	if len(c.Topics) == 0 {
+		errs = append(errs, errors.New("no Topics"))
+	}
+	if c.TransactionalID == "" {
+		errs = append(errs, errors.New("no TransactionalID"))
+	}
+	if c.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("MaxBatch %d is negative", c.MaxBatch))
+	}
+	if c.MaxInterval < 0 || c.TransactionTimeout < 0 || c.SessionTimeout < 0 {
+		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if c.TransactionTimeout > 0 && c.TransactionTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("TransactionTimeout %s is under 1s", c.TransactionTimeout))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("kafkatx: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}

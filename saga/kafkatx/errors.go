@@ -1,0 +1,86 @@
+package kafkatx
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+var (
+	// ErrFenced means a newer instance with the same transactional id took
+	// over. The loop stops: recreating the producer would fence the newer
+	// instance in turn, and the two would take turns forever.
+	ErrFenced = errors.New("kafkatx: fenced by a newer instance with the same transactional id")
+	// ErrPoison marks a record no retry can fix (it cannot be decoded, or it
+	// names something that does not exist). Wrap it with Poison.
+	ErrPoison = errors.New("kafkatx: poison record")
+)
+
+// PoisonError is returned by a handler to set one record aside: the loop
+// aborts the attempt, hands the record to Config.OnPoison and handles the
+// batch again without it.
+type PoisonError struct {
+	Record Record
+	Reason error
+}
+
+func (e *PoisonError) Error() string {
+	return fmt.Sprintf("kafkatx: poison record %s[%d]@%d: %v", e.Record.Topic, e.Record.Partition, e.Record.Offset, e.Reason)
+}
+
+// Unwrap lets errors.Is find both ErrPoison and the reason.
+func (e *PoisonError) Unwrap() []error { return []error{ErrPoison, e.Reason} }
+
+// Poison marks rec as poison because of reason.
+func Poison(rec Record, reason error) error {
+	return &PoisonError{Record: rec, Reason: reason}
+}
+
+// Dead-letter headers, added to the original record's headers.
+const (
+	HeaderDLQReason    = "dlq-reason"
+	HeaderDLQTopic     = "dlq-origin-topic"
+	HeaderDLQPartition = "dlq-origin-partition"
+	HeaderDLQOffset    = "dlq-origin-offset"
+	HeaderDLQAt        = "dlq-at"
+)
+
+// DeadLetter returns rec as a record for topic, with the reason and origin in
+// headers and the original key, value and headers kept, so an operator can
+// read why and replay it.
+func DeadLetter(topic string, rec Record, reason error) Message {
+	hs := make([]Header, 0, len(rec.Headers)+5)
+	hs = append(hs, rec.Headers...)
+	hs = append(hs,
+		Header{HeaderDLQReason, []byte(reason.Error())},
+		Header{HeaderDLQTopic, []byte(rec.Topic)},
+		Header{HeaderDLQPartition, []byte(strconv.Itoa(int(rec.Partition)))},
+		Header{HeaderDLQOffset, []byte(strconv.FormatInt(rec.Offset, 10))},
+		Header{HeaderDLQAt, []byte(time.Now().UTC().Format(time.RFC3339Nano))},
+	)
+	return NewMessage(topic, rec.Key, rec.Value, hs...)
+}
+
+// kafkaErr returns err as a kafka.Error, or false for a non-Kafka error.
+func kafkaErr(err error) (kafka.Error, bool) {
+	var ke kafka.Error
+	ok := errors.As(err, &ke)
+	return ke, ok
+}
+
+// fenced reports whether err means another producer with our transactional id
+// is now the owner.
+func fenced(err error) bool {
+	ke, ok := kafkaErr(err)
+	if !ok {
+		return false
+	}
+	switch ke.Code() {
+	case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrFencedInstanceID:
+		return true
+	}
+	return false
+}

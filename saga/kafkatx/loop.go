@@ -1,0 +1,680 @@
+package kafkatx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.uber.org/zap"
+)
+
+// Handler handles one batch of records inside one transaction: what it
+// produces to out becomes visible, together with the consumed offsets, if and
+// only if the transaction commits.
+//
+// An error aborts the transaction; the same records are handled again after a
+// backoff (a transient failure). An error made with Poison sets that one record
+// aside for Config.OnPoison and the rest of the batch is handled again at once.
+// A handler must be safe to call again with records it already saw: a batch
+// whose commit failed is handled again.
+type Handler func(ctx context.Context, records []Record, out *Sink) error
+
+// Sink produces records into the open transaction.
+type Sink struct {
+	p        *kafka.Producer
+	err      error
+	produced int
+	onCommit []func()
+}
+
+// Produce sends m inside the transaction. A failure is remembered and aborts
+// the transaction when the handler returns, so handlers need not check it.
+func (s *Sink) Produce(ctx context.Context, m Message) {
+	if s.err != nil {
+		return
+	}
+	if m.Topic == "" {
+		s.err = errors.New("kafkatx: message without topic")
+		return
+	}
+	msg := &kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &m.Topic, Partition: kafka.PartitionAny},
+		Key:            m.Key,
+		Value:          m.Value,
+	}
+	if m.pinned {
+		msg.TopicPartition.Partition = m.partition
+	}
+	if len(m.Headers) > 0 {
+		msg.Headers = make([]kafka.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			msg.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	for {
+		err := s.p.Produce(msg, nil)
+		if err == nil {
+			s.produced++
+			return
+		}
+		// A full local queue drains as deliveries complete; waiting is the
+		// remedy, not failing the transaction.
+		if ke, ok := kafkaErr(err); ok && ke.Code() == kafka.ErrQueueFull && ctx.Err() == nil {
+			s.p.Flush(50)
+			continue
+		}
+		s.err = fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, err)
+		return
+	}
+}
+
+// OnCommit registers f to run after the transaction committed. Handlers that
+// keep state in memory stage changes here, so an aborted attempt leaves that
+// state as it was.
+func (s *Sink) OnCommit(f func()) { s.onCommit = append(s.onCommit, f) }
+
+// Stats counts what a Loop did. All fields only grow.
+type Stats struct {
+	Committed         int64 // transactions committed
+	Aborted           int64 // transactions aborted (handler errors, abortable Kafka errors)
+	Records           int64 // records committed as consumed
+	Produced          int64 // records committed as produced
+	Poison            int64 // records handed to OnPoison
+	ProducerRecreated int64 // producers replaced after a fatal error
+	Rewinds           int64 // seeks back to the committed offsets
+}
+
+// Loop is a transactional consume-process-produce loop. Run it once.
+type Loop struct {
+	cfg     Config
+	log     *zap.Logger
+	handler Handler
+
+	consumer *kafka.Consumer
+	producer *kafka.Producer
+	prodDone chan struct{}
+
+	batch      []Record
+	batchStart time.Time
+	// next is the lowest offset still expected per partition. Records below
+	// it are leftovers fetched before a seek back and are dropped, so a
+	// record is never handled twice within one process.
+	next map[TopicPartition]int64
+	// stop is set inside the rebalance callback, which cannot return errors
+	// to Run.
+	stop     error
+	failures int
+	ctx      context.Context
+
+	stats struct {
+		committed, aborted, records, produced, poison, recreated, rewinds atomic.Int64
+	}
+}
+
+// New returns a Loop that calls h for each batch. A nil log means no logging.
+func New(cfg Config, h Handler, log *zap.Logger) (*Loop, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("kafkatx: nil handler")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg = cfg.withDefaults()
+	return &Loop{cfg: cfg, handler: h, next: map[TopicPartition]int64{},
+		log: log.With(zap.String("group", cfg.Group), zap.String("transactional_id", cfg.TransactionalID))}, nil
+}
+
+// Stats returns a snapshot of the counters; safe from any goroutine.
+func (l *Loop) Stats() Stats {
+	return Stats{
+		Committed: l.stats.committed.Load(), Aborted: l.stats.aborted.Load(),
+		Records: l.stats.records.Load(), Produced: l.stats.produced.Load(),
+		Poison: l.stats.poison.Load(), ProducerRecreated: l.stats.recreated.Load(),
+		Rewinds: l.stats.rewinds.Load(),
+	}
+}
+
+// Run consumes until ctx is cancelled or a fatal error, then commits what it
+// holds and leaves the group. It returns nil after a graceful stop.
+func (l *Loop) Run(ctx context.Context) error {
+	l.ctx = ctx
+	if err := l.newProducer(ctx); err != nil {
+		return err
+	}
+	defer l.closeProducer()
+	if err := l.newConsumer(); err != nil {
+		return err
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			_ = l.consumer.Close()
+		}
+	}()
+	if err := l.consumer.SubscribeTopics(l.cfg.Topics, l.rebalance); err != nil {
+		return fmt.Errorf("kafkatx: subscribe %v: %w", l.cfg.Topics, err)
+	}
+	l.log.Info("loop started", zap.Strings("topics", l.cfg.Topics))
+	for ctx.Err() == nil && l.stop == nil {
+		wait := 100 * time.Millisecond
+		if len(l.batch) > 0 {
+			wait = max(time.Millisecond, time.Until(l.batchStart.Add(l.cfg.MaxInterval)))
+		}
+		switch ev := l.consumer.Poll(int(wait.Milliseconds())).(type) {
+		case *kafka.Message:
+			l.add(ev)
+		case kafka.Error:
+			if ev.IsFatal() {
+				l.stop = fmt.Errorf("kafkatx: consumer: %w", ev)
+				break
+			}
+			// Broker down, coordinator moving: librdkafka recovers by itself;
+			// the log tells an operator why nothing moves.
+			l.log.Warn("consumer error", zap.Error(ev))
+		}
+		if l.stop == nil && len(l.batch) > 0 &&
+			(len(l.batch) >= l.cfg.MaxBatch || time.Since(l.batchStart) >= l.cfg.MaxInterval) {
+			l.flush(ctx)
+		}
+	}
+	if l.stop != nil {
+		if errors.Is(l.stop, ErrFenced) {
+			l.log.Error("stopping: fenced", zap.Error(l.stop))
+		}
+		return l.stop
+	}
+	// Graceful stop: what was polled is committed rather than handed to the
+	// next owner to do again; ctx is already done, so the flush runs on its
+	// own deadline.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
+	defer cancel()
+	l.flush(fctx)
+	l.ctx = fctx
+	closed = true
+	if err := l.consumer.Close(); err != nil {
+		l.log.Warn("consumer close", zap.Error(err))
+	}
+	l.log.Info("loop stopped", zap.Any("stats", l.Stats()))
+	return l.stop
+}
+
+func (l *Loop) add(m *kafka.Message) {
+	if m.TopicPartition.Error != nil {
+		l.log.Warn("fetch error", zap.Error(m.TopicPartition.Error))
+		return
+	}
+	r := toRecord(m)
+	tp := TopicPartition{Topic: r.Topic, Partition: r.Partition}
+	if n, ok := l.next[tp]; ok && r.Offset < n {
+		return
+	}
+	l.next[tp] = r.Offset + 1
+	if len(l.batch) == 0 {
+		l.batchStart = time.Now()
+	}
+	l.batch = append(l.batch, r)
+}
+
+type recordID struct {
+	tp  TopicPartition
+	off int64
+}
+
+// flush handles the batch in transactions until it is committed, or gives it
+// back to Kafka (seek to the committed offsets) to be polled again.
+func (l *Loop) flush(ctx context.Context) {
+	if len(l.batch) == 0 {
+		return
+	}
+	batch := l.batch
+	l.batch = nil
+	poison := map[recordID][]Message{}
+	for {
+		live := batch
+		if len(poison) > 0 {
+			live = make([]Record, 0, len(batch))
+			for _, r := range batch {
+				if _, ok := poison[recordID{TopicPartition{r.Topic, r.Partition}, r.Offset}]; !ok {
+					live = append(live, r)
+				}
+			}
+		}
+		out, herr, err := l.attempt(ctx, batch, live, poison)
+		var pe *PoisonError
+		switch {
+		case herr != nil && errors.As(herr, &pe):
+			id := recordID{TopicPartition{pe.Record.Topic, pe.Record.Partition}, pe.Record.Offset}
+			if _, seen := poison[id]; seen || !contains(live, id) {
+				// A handler that names a record it was not given is broken;
+				// treating it as transient keeps the data instead of
+				// guessing.
+				l.log.Error("handler named an unknown poison record", zap.Error(herr))
+				l.giveBack(ctx, batch, true)
+				return
+			}
+			poison[id] = l.onPoison(pe.Record, pe.Reason)
+			l.stats.poison.Add(1)
+			continue
+		case herr != nil:
+			l.failures++
+			backoff := min(l.cfg.MaxRetryBackoff, l.cfg.RetryBackoff<<min(l.failures-1, 16))
+			l.log.Warn("handler failed; the batch will be handled again",
+				zap.Error(herr), zap.Int("records", len(live)), zap.Duration("backoff", backoff))
+			l.giveBack(ctx, batch, true)
+			sleep(ctx, backoff)
+			return
+		case err != nil:
+			// Kafka refused the transaction; the records come again.
+			l.giveBack(ctx, batch, true)
+			return
+		}
+		l.failures = 0
+		for _, f := range out.onCommit {
+			f()
+		}
+		l.stats.committed.Add(1)
+		l.stats.records.Add(int64(len(batch)))
+		l.stats.produced.Add(int64(out.produced))
+		if l.cfg.AfterCommit != nil {
+			l.cfg.AfterCommit(len(batch), out.produced)
+		}
+		return
+	}
+}
+
+func contains(rs []Record, id recordID) bool {
+	for _, r := range rs {
+		if r.Offset == id.off && r.Partition == id.tp.Partition && r.Topic == id.tp.Topic {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Loop) onPoison(rec Record, reason error) []Message {
+	log := l.log.With(zap.String("topic", rec.Topic), zap.Int32("partition", rec.Partition),
+		zap.Int64("offset", rec.Offset), zap.Error(reason))
+	switch {
+	case l.cfg.OnPoison != nil:
+		log.Warn("poison record")
+		return l.cfg.OnPoison(rec, reason)
+	case l.cfg.DeadLetterTopic != "":
+		log.Warn("poison record dead-lettered", zap.String("dead_letter_topic", l.cfg.DeadLetterTopic))
+		return []Message{DeadLetter(l.cfg.DeadLetterTopic, rec, reason)}
+	}
+	log.Error("poison record skipped: no dead-letter topic configured")
+	return nil
+}
+
+// attempt runs one transaction. herr is the handler's error; err is Kafka's
+// refusal, already dealt with (aborted, or the producer recreated).
+func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[recordID][]Message) (out *Sink, herr, err error) {
+	if err := l.retry(ctx, "begin transaction", func(context.Context) error { return l.producer.BeginTransaction() }); err != nil {
+		return nil, nil, l.txnFailed(ctx, err)
+	}
+	out = &Sink{p: l.producer}
+	for _, msgs := range poison {
+		for _, m := range msgs {
+			out.Produce(ctx, m)
+		}
+	}
+	if len(live) > 0 {
+		herr = l.handler(ctx, live, out)
+	}
+	if herr == nil && out.err != nil {
+		herr = out.err
+	}
+	if herr != nil {
+		l.abort(ctx)
+		return out, herr, nil
+	}
+	offsets := commitOffsets(batch)
+	if err := l.retry(ctx, "send offsets", func(ctx context.Context) error {
+		md, err := l.consumer.GetConsumerGroupMetadata()
+		if err != nil {
+			return err
+		}
+		return l.producer.SendOffsetsToTransaction(ctx, offsets, md)
+	}); err != nil {
+		return out, nil, l.txnFailed(ctx, err)
+	}
+	if err := l.commit(ctx); err != nil {
+		return out, nil, l.txnFailed(ctx, err)
+	}
+	return out, nil, nil
+}
+
+// commit commits the open transaction. A timed-out or otherwise retriable
+// commit has an unknown outcome: aborting could undo a commit the coordinator
+// already decided, and beginning the next transaction is refused until this
+// one is settled. So it is retried until definite, for at most the
+// transaction timeout; past that the caller recreates the producer, whose
+// InitTransactions settles the old transaction on the broker.
+func (l *Loop) commit(ctx context.Context) error {
+	deadline := time.Now().Add(l.cfg.TransactionTimeout)
+	for {
+		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		err := l.producer.CommitTransaction(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		ke, ok := kafkaErr(err)
+		if !ok || !ke.IsRetriable() || time.Now().After(deadline) {
+			return err
+		}
+		l.log.Warn("commit outcome unknown; retrying the commit", zap.Error(err))
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+// retry runs f again while Kafka calls its error retriable (a coordinator
+// moving, a request timing out before it was sent), bounded by the
+// transaction timeout.
+func (l *Loop) retry(ctx context.Context, what string, f func(context.Context) error) error {
+	deadline := time.Now().Add(l.cfg.TransactionTimeout)
+	for {
+		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		err := f(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		ke, ok := kafkaErr(err)
+		if !ok || !ke.IsRetriable() || time.Now().After(deadline) {
+			return fmt.Errorf("kafkatx: %s: %w", what, err)
+		}
+		l.log.Debug("retrying", zap.String("call", what), zap.Error(err))
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+// txnFailed settles the producer after Kafka refused a transactional call.
+func (l *Loop) txnFailed(ctx context.Context, err error) error {
+	ke, _ := kafkaErr(err)
+	switch {
+	case fenced(err):
+		// A newer instance owns our transactional id (see ErrFenced).
+		l.stop = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
+	case ke.TxnRequiresAbort():
+		// The transaction cannot commit (a failed delivery, or our group
+		// generation is stale because the partitions moved): abort it; the
+		// caller seeks back so the records come again.
+		l.log.Warn("transaction must abort", zap.Error(err))
+		l.abort(ctx)
+	default:
+		// Fatal or unknown outcome: only a new producer can go on. Its
+		// InitTransactions finishes or aborts the old transaction on the
+		// broker, and the caller then reads the committed offsets to learn
+		// which it was.
+		l.log.Error("transactional producer failed; recreating it", zap.Error(err))
+		l.closeProducer()
+		l.stats.recreated.Add(1)
+		if err := l.newProducer(ctx); err != nil {
+			l.stop = err
+		}
+	}
+	return err
+}
+
+func (l *Loop) abort(ctx context.Context) {
+	l.stats.aborted.Add(1)
+	err := l.retry(ctx, "abort transaction", func(ctx context.Context) error { return l.producer.AbortTransaction(ctx) })
+	if err == nil {
+		return
+	}
+	if fenced(err) {
+		l.stop = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
+		return
+	}
+	l.log.Error("abort failed; recreating the producer", zap.Error(err))
+	l.closeProducer()
+	l.stats.recreated.Add(1)
+	if err := l.newProducer(ctx); err != nil {
+		l.stop = err
+	}
+}
+
+// giveBack seeks the batch's partitions back to their committed offsets, so
+// the records are polled again. The committed offsets, not the batch's first
+// offsets, are the truth after a commit of unknown outcome.
+func (l *Loop) giveBack(ctx context.Context, batch []Record, assigned bool) {
+	first := map[TopicPartition]int64{}
+	for _, r := range batch {
+		tp := TopicPartition{r.Topic, r.Partition}
+		if o, ok := first[tp]; !ok || r.Offset < o {
+			first[tp] = r.Offset
+		}
+	}
+	if !assigned || l.stop != nil {
+		for tp := range first {
+			delete(l.next, tp)
+		}
+		return
+	}
+	l.stats.rewinds.Add(1)
+	parts := make([]kafka.TopicPartition, 0, len(first))
+	for tp := range first {
+		parts = append(parts, kafka.TopicPartition{Topic: &tp.Topic, Partition: tp.Partition})
+	}
+	var committed []kafka.TopicPartition
+	err := l.retry(ctx, "read committed offsets", func(ctx context.Context) error {
+		var err error
+		committed, err = l.consumer.Committed(parts, timeoutMs(ctx, 10_000))
+		return err
+	})
+	if err != nil {
+		l.log.Warn("committed offsets unknown; seeking to the batch start", zap.Error(err))
+		committed = nil
+	}
+	seek := make([]kafka.TopicPartition, 0, len(first))
+	for tp, off := range first {
+		for _, c := range committed {
+			if *c.Topic == tp.Topic && c.Partition == tp.Partition && c.Error == nil && c.Offset >= 0 {
+				off = int64(c.Offset)
+			}
+		}
+		l.next[tp] = off
+		seek = append(seek, kafka.TopicPartition{Topic: &tp.Topic, Partition: tp.Partition, Offset: kafka.Offset(off)})
+	}
+	if _, err := l.consumer.SeekPartitions(seek); err != nil {
+		// Without the seek the records would be skipped: stopping is the
+		// only safe answer, and a restart resumes from the committed offsets.
+		l.stop = fmt.Errorf("kafkatx: seek back: %w", err)
+	}
+}
+
+func commitOffsets(batch []Record) []kafka.TopicPartition {
+	last := map[TopicPartition]int64{}
+	for _, r := range batch {
+		tp := TopicPartition{r.Topic, r.Partition}
+		if o, ok := last[tp]; !ok || r.Offset > o {
+			last[tp] = r.Offset
+		}
+	}
+	out := make([]kafka.TopicPartition, 0, len(last))
+	for tp, off := range last {
+		out = append(out, kafka.TopicPartition{Topic: &tp.Topic, Partition: tp.Partition, Offset: kafka.Offset(off + 1)})
+	}
+	return out
+}
+
+// rebalance runs inside Poll, on the loop's goroutine, so no transaction is
+// open while it runs: the in-flight batch is only polled records.
+func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+	switch e := ev.(type) {
+	case kafka.AssignedPartitions:
+		parts := toParts(e.Partitions)
+		l.log.Info("partitions assigned", zap.Any("partitions", parts))
+		for _, tp := range parts {
+			delete(l.next, tp)
+		}
+		if l.cfg.OnAssign != nil && len(parts) > 0 {
+			// With read_committed, librdkafka asks for stable offsets
+			// (KIP-447): the call waits out transactions still pending on
+			// these partitions, which is what OnAssign is promised.
+			err := l.retry(l.ctx, "read committed offsets", func(ctx context.Context) error {
+				_, err := c.Committed(e.Partitions, timeoutMs(ctx, 10_000))
+				return err
+			})
+			if err == nil {
+				err = l.cfg.OnAssign(l.ctx, parts)
+			}
+			if err != nil {
+				l.stop = fmt.Errorf("kafkatx: on assign: %w", err)
+			}
+		}
+		var err error
+		if c.GetRebalanceProtocol() == "COOPERATIVE" {
+			err = c.IncrementalAssign(e.Partitions)
+		} else {
+			err = c.Assign(e.Partitions)
+		}
+		if err != nil {
+			l.stop = fmt.Errorf("kafkatx: assign: %w", err)
+		}
+	case kafka.RevokedPartitions:
+		parts := toParts(e.Partitions)
+		lost := c.AssignmentLost()
+		if lost {
+			// Someone else may own these partitions already; committing
+			// would fail (stale generation), and its output would be a
+			// duplicate if it did not.
+			l.log.Warn("partitions lost; dropping the in-flight batch", zap.Any("partitions", parts),
+				zap.Int("records", len(l.batch)))
+			l.giveBack(l.ctx, l.batch, false)
+			l.batch = nil
+		} else {
+			l.log.Info("partitions revoked; committing the in-flight batch", zap.Any("partitions", parts),
+				zap.Int("records", len(l.batch)))
+			l.flush(l.ctx)
+		}
+		for _, tp := range parts {
+			delete(l.next, tp)
+		}
+		if l.cfg.OnRevoke != nil {
+			l.cfg.OnRevoke(parts, lost)
+		}
+		var err error
+		if c.GetRebalanceProtocol() == "COOPERATIVE" {
+			err = c.IncrementalUnassign(e.Partitions)
+		} else {
+			err = c.Unassign()
+		}
+		if err != nil {
+			l.log.Warn("unassign", zap.Error(err))
+		}
+	}
+	return nil
+}
+
+func toParts(ps []kafka.TopicPartition) []TopicPartition {
+	out := make([]TopicPartition, len(ps))
+	for i, p := range ps {
+		out[i] = TopicPartition{Topic: *p.Topic, Partition: p.Partition}
+	}
+	return out
+}
+
+func (l *Loop) newConsumer() error {
+	cm := kafka.ConfigMap{
+		"bootstrap.servers":             l.cfg.Brokers,
+		"group.id":                      l.cfg.Group,
+		"client.id":                     l.cfg.TransactionalID,
+		"isolation.level":               "read_committed",
+		"enable.auto.commit":            false,
+		"enable.auto.offset.store":      false,
+		"auto.offset.reset":             "earliest",
+		"partition.assignment.strategy": l.cfg.Assignor,
+		"session.timeout.ms":            int(l.cfg.SessionTimeout.Milliseconds()),
+		"heartbeat.interval.ms":         max(100, int(l.cfg.SessionTimeout.Milliseconds()/4)),
+	}
+	if l.cfg.StaticMembership {
+		cm["group.instance.id"] = l.cfg.TransactionalID
+	}
+	for k, v := range l.cfg.ConsumerConfig {
+		cm[k] = v
+	}
+	c, err := kafka.NewConsumer(&cm)
+	if err != nil {
+		return fmt.Errorf("kafkatx: consumer: %w", err)
+	}
+	l.consumer = c
+	return nil
+}
+
+func (l *Loop) newProducer(ctx context.Context) error {
+	cm := kafka.ConfigMap{
+		"bootstrap.servers":      l.cfg.Brokers,
+		"client.id":              l.cfg.TransactionalID,
+		"transactional.id":       l.cfg.TransactionalID,
+		"transaction.timeout.ms": int(l.cfg.TransactionTimeout.Milliseconds()),
+		// Java's partitioner, so every producer (any language) maps a saga
+		// id to the same partition.
+		"partitioner": "murmur2_random",
+		"linger.ms":   5,
+	}
+	for k, v := range l.cfg.ProducerConfig {
+		cm[k] = v
+	}
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return fmt.Errorf("kafkatx: producer: %w", err)
+	}
+	done := make(chan struct{})
+	// librdkafka blocks a commit until delivery reports are served, so they
+	// are drained here, apart from the loop. A failed delivery also fails
+	// the commit, which is where it is handled; here it is only logged.
+	go func() {
+		defer close(done)
+		for ev := range p.Events() {
+			switch e := ev.(type) {
+			case *kafka.Message:
+				if e.TopicPartition.Error != nil {
+					l.log.Warn("delivery failed", zap.String("topic", *e.TopicPartition.Topic), zap.Error(e.TopicPartition.Error))
+				}
+			case kafka.Error:
+				l.log.Warn("producer error", zap.Error(e), zap.Bool("fatal", e.IsFatal()))
+			}
+		}
+	}()
+	l.producer, l.prodDone = p, done
+	err = l.retry(ctx, "init transactions", func(ctx context.Context) error { return p.InitTransactions(ctx) })
+	if err != nil {
+		if fenced(err) {
+			err = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
+		}
+		return fmt.Errorf("kafkatx: producer %s: %w", l.cfg.TransactionalID, err)
+	}
+	return nil
+}
+
+func (l *Loop) closeProducer() {
+	if l.producer == nil {
+		return
+	}
+	l.producer.Close()
+	<-l.prodDone
+	l.producer = nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// String helps logs and test failures name the loop.
+func (l *Loop) String() string {
+	return "kafkatx.Loop(" + l.cfg.TransactionalID + " " + strings.Join(l.cfg.Topics, ",") + ")"
+}

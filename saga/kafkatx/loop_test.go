@@ -1,0 +1,290 @@
+package kafkatx_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
+)
+
+func TestMain(m *testing.M) {
+	// The crash and zombie tests run the loop in a child process: this same
+	// test binary, told by the environment to be a loop instead.
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChild())
+	}
+	os.Exit(m.Run())
+}
+
+// copyHandler copies every record to out with its value unchanged, so a
+// reader of out can check each input value arrives exactly once.
+func copyHandler(out string) kafkatx.Handler {
+	return func(ctx context.Context, recs []kafkatx.Record, sink *kafkatx.Sink) error {
+		for _, r := range recs {
+			sink.Produce(ctx, kafkatx.NewMessage(out, r.Key, r.Value))
+		}
+		return nil
+	}
+}
+
+// inputs returns n messages for topic whose values are "<prefix>-<i>".
+func inputs(topic, prefix string, n int) ([]kafkatx.Message, []string) {
+	msgs := make([]kafkatx.Message, n)
+	vals := make([]string, n)
+	for i := range n {
+		vals[i] = prefix + "-" + strconv.Itoa(i)
+		msgs[i] = kafkatx.NewMessage(topic, []byte("saga-"+strconv.Itoa(i%97)), []byte(vals[i]))
+	}
+	return msgs, vals
+}
+
+// runLoop runs a loop in the background and returns a stop function that
+// cancels it and returns Run's error.
+func runLoop(t *testing.T, cfg kafkatx.Config, h kafkatx.Handler, log *zap.Logger) (*kafkatx.Loop, func() error) {
+	t.Helper()
+	l, err := kafkatx.New(cfg, h, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(60 * time.Second):
+				runErr = errors.New("loop did not stop within 60s")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return l, stop
+}
+
+func baseConfig(brokers, in, group string) kafkatx.Config {
+	return kafkatx.Config{
+		Brokers:         brokers,
+		Group:           group,
+		Topics:          []string{in},
+		TransactionalID: group + "-0",
+		MaxBatch:        50,
+		MaxInterval:     50 * time.Millisecond,
+		// Short, so a test that leaves a transaction open does not hold
+		// readers back for long.
+		TransactionTimeout: 10 * time.Second,
+		SessionTimeout:     6 * time.Second,
+	}
+}
+
+func TestCommitPath(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	const parts, n = 3, 500
+	in := kafkatest.Topic(t, brokers, "in", parts)
+	out := kafkatest.Topic(t, brokers, "out", parts)
+	msgs, want := inputs(in, "c", n)
+	kafkatest.Produce(t, brokers, msgs)
+
+	group := "commit-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	l, stop := runLoop(t, baseConfig(brokers, in, group), copyHandler(out), zaptest.NewLogger(t))
+	kafkatest.WaitFor(t, 60*time.Second, "all records committed", func() bool { return l.Stats().Records >= n })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
+	committed := kafkatest.CommittedOffsets(t, brokers, group, in, parts)
+	ends := kafkatest.HighWatermarks(t, brokers, in, parts)
+	for p := range parts {
+		if committed[p] != ends[p] {
+			t.Errorf("partition %d: committed offset %d, want the end of the input %d", p, committed[p], ends[p])
+		}
+	}
+	st := l.Stats()
+	if st.Records != n || st.Produced != n || st.Aborted != 0 {
+		t.Errorf("stats = %+v, want %d records and produced, no aborts", st, n)
+	}
+}
+
+func TestAbortPathHandlesBatchAgain(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	const n = 200
+	in := kafkatest.Topic(t, brokers, "in", 2)
+	out := kafkatest.Topic(t, brokers, "out", 2)
+	msgs, want := inputs(in, "a", n)
+	kafkatest.Produce(t, brokers, msgs)
+
+	// Every batch fails once after producing its output, so each output
+	// record is written twice: once in an aborted transaction, once in a
+	// committed one.
+	var calls, failures atomic.Int64
+	seen := sync.Map{}
+	failOnce := func(ctx context.Context, recs []kafkatx.Record, sink *kafkatx.Sink) error {
+		calls.Add(1)
+		if err := copyHandler(out)(ctx, recs, sink); err != nil {
+			return err
+		}
+		key := fmt.Sprintf("%d@%d", recs[0].Partition, recs[0].Offset)
+		if _, again := seen.LoadOrStore(key, true); !again {
+			failures.Add(1)
+			// Long enough past linger.ms that the output reaches the
+			// broker's log before the abort; otherwise the abort merely
+			// purges it from the local queue and proves less.
+			time.Sleep(100 * time.Millisecond)
+			return errors.New("injected handler failure")
+		}
+		return nil
+	}
+	cfg := baseConfig(brokers, in, "abort-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	cfg.RetryBackoff = 10 * time.Millisecond
+	l, stop := runLoop(t, cfg, failOnce, zaptest.NewLogger(t))
+	kafkatest.WaitFor(t, 60*time.Second, "all records committed", func() bool { return l.Stats().Records >= n })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
+	uncommitted := kafkatest.Read(t, brokers, out, kafkatest.ReadUncommitted)
+	if len(uncommitted) <= n {
+		t.Errorf("read_uncommitted sees %d records; want more than %d (the aborted attempts' output)", len(uncommitted), n)
+	}
+	st := l.Stats()
+	if st.Aborted != failures.Load() || st.Aborted == 0 {
+		t.Errorf("aborted %d transactions, handler failed %d times", st.Aborted, failures.Load())
+	}
+	if st.Rewinds < st.Aborted {
+		t.Errorf("rewinds %d < aborts %d: an aborted batch was not sought back", st.Rewinds, st.Aborted)
+	}
+}
+
+func TestPoisonRecordIsDeadLetteredAndPartitionMoves(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	in := kafkatest.Topic(t, brokers, "in", 1)
+	out := kafkatest.Topic(t, brokers, "out", 1)
+	dlq := kafkatest.Topic(t, brokers, "dlq", 1)
+	msgs, want := inputs(in, "p", 30)
+	bad := kafkatx.NewMessage(in, []byte("k"), []byte("not json"), kafkatx.Header{Key: "type", Value: []byte("X")})
+	msgs = append(msgs[:10:10], append([]kafkatx.Message{bad}, msgs[10:]...)...)
+	kafkatest.Produce(t, brokers, msgs)
+
+	h := func(ctx context.Context, recs []kafkatx.Record, sink *kafkatx.Sink) error {
+		for _, r := range recs {
+			if string(r.Value) == "not json" {
+				return kafkatx.Poison(r, errors.New("value is not JSON"))
+			}
+			sink.Produce(ctx, kafkatx.NewMessage(out, r.Key, r.Value))
+		}
+		return nil
+	}
+	cfg := baseConfig(brokers, in, "poison-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	cfg.DeadLetterTopic = dlq
+	l, stop := runLoop(t, cfg, h, zaptest.NewLogger(t))
+	kafkatest.WaitFor(t, 60*time.Second, "all records committed", func() bool { return l.Stats().Records >= 31 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
+	dead := kafkatest.Read(t, brokers, dlq, kafkatest.ReadCommitted)
+	if len(dead) != 1 {
+		t.Fatalf("dead letters = %d, want 1", len(dead))
+	}
+	d := dead[0]
+	checks := map[string]string{
+		kafkatx.HeaderDLQReason:    "value is not JSON",
+		kafkatx.HeaderDLQTopic:     in,
+		kafkatx.HeaderDLQPartition: "0",
+		kafkatx.HeaderDLQOffset:    "10",
+		"type":                     "X",
+	}
+	for k, v := range checks {
+		if got := string(d.Header(k)); got != v {
+			t.Errorf("dead letter header %s = %q, want %q", k, got, v)
+		}
+	}
+	if string(d.Value) != "not json" {
+		t.Errorf("dead letter value = %q, want the original", d.Value)
+	}
+	if l.Stats().Poison != 1 {
+		t.Errorf("poison count = %d", l.Stats().Poison)
+	}
+}
+
+// TestRebalanceJoinAndLeave: A runs alone, B joins mid-stream, then A leaves
+// mid-stream; every record is processed exactly once.
+func TestRebalanceJoinAndLeave(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	const parts, n = 4, 3000
+	in := kafkatest.Topic(t, brokers, "in", parts)
+	out := kafkatest.Topic(t, brokers, "out", parts)
+	msgs, want := inputs(in, "r", n)
+	group := "rebalance-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+
+	// The handler is slowed so the stream outlasts the membership changes.
+	slow := func(ctx context.Context, recs []kafkatx.Record, sink *kafkatx.Sink) error {
+		time.Sleep(20 * time.Millisecond)
+		return copyHandler(out)(ctx, recs, sink)
+	}
+	cfgA := baseConfig(brokers, in, group)
+	cfgA.MaxBatch = 20
+	cfgB := cfgA
+	cfgB.TransactionalID = group + "-1"
+
+	// Produce in three slices around the membership changes.
+	kafkatest.Produce(t, brokers, msgs[:1000])
+	a, stopA := runLoop(t, cfgA, slow, zaptest.NewLogger(t).Named("A"))
+	kafkatest.WaitFor(t, 60*time.Second, "A to make progress", func() bool { return a.Stats().Records >= 200 })
+	b, stopB := runLoop(t, cfgB, slow, zaptest.NewLogger(t).Named("B"))
+	kafkatest.Produce(t, brokers, msgs[1000:2000])
+	kafkatest.WaitFor(t, 60*time.Second, "B to take partitions and make progress", func() bool { return b.Stats().Records >= 100 })
+	if err := stopA(); err != nil {
+		t.Fatalf("A: %v", err)
+	}
+	kafkatest.Produce(t, brokers, msgs[2000:])
+	kafkatest.WaitFor(t, 120*time.Second, "all records committed", func() bool {
+		return a.Stats().Records+b.Stats().Records >= n
+	})
+	if err := stopB(); err != nil {
+		t.Fatalf("B: %v", err)
+	}
+	t.Logf("A handled %d records, B %d", a.Stats().Records, b.Stats().Records)
+	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
+	if got := a.Stats().Records + b.Stats().Records; got != n {
+		t.Errorf("committed records A+B = %d, want %d", got, n)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := kafkatx.Config{Brokers: "b", Group: "g", Topics: []string{"t"}, TransactionalID: "x"}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config rejected: %v", err)
+	}
+	bad := []kafkatx.Config{
+		{},
+		{Brokers: "b", Group: "g", Topics: []string{"t"}},
+		{Brokers: "b", Group: "g", Topics: []string{"t"}, TransactionalID: "x", MaxBatch: -1},
+		{Brokers: "b", Group: "g", Topics: []string{"t"}, TransactionalID: "x", TransactionTimeout: time.Millisecond},
+	}
+	for i, c := range bad {
+		if err := c.Validate(); err == nil {
+			t.Errorf("config %d: accepted %+v", i, c)
+		}
+		if _, err := kafkatx.New(c, copyHandler("x"), nil); err == nil {
+			t.Errorf("config %d: New accepted it", i)
+		}
+	}
+}

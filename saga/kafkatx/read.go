@@ -1,0 +1,179 @@
+package kafkatx
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.uber.org/zap"
+)
+
+// ReadPartitions calls fn for every committed record of the given partitions
+// of topic, from the beginning up to the end each partition had when the call
+// started. It reads read_committed and does not return before it has passed
+// that end, so a transaction still open below it is waited for, never read
+// around. The orchestrator restores its snapshots with it.
+func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int32, fn func(Record) error) error {
+	if len(partitions) == 0 {
+		return nil
+	}
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":    brokers,
+		"group.id":             "_sagaflow.reader", // never joins: partitions are assigned by hand
+		"isolation.level":      "read_committed",
+		"enable.auto.commit":   false,
+		"enable.partition.eof": true,
+	})
+	if err != nil {
+		return fmt.Errorf("kafkatx: reader: %w", err)
+	}
+	defer c.Close()
+	ends := map[int32]int64{}
+	var assign []kafka.TopicPartition
+	for _, p := range partitions {
+		lo, hi, err := c.QueryWatermarkOffsets(topic, p, timeoutMs(ctx, 30_000))
+		if err != nil {
+			return fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
+		}
+		if hi > lo {
+			ends[p] = hi
+			assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: kafka.OffsetBeginning})
+		}
+	}
+	if len(assign) == 0 {
+		return nil
+	}
+	if err := c.Assign(assign); err != nil {
+		return fmt.Errorf("kafkatx: assign %s: %w", topic, err)
+	}
+	for len(ends) > 0 {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("kafkatx: read %s: %w", topic, err)
+		}
+		switch ev := c.Poll(100).(type) {
+		case *kafka.Message:
+			p, off := ev.TopicPartition.Partition, int64(ev.TopicPartition.Offset)
+			end, open := ends[p]
+			if !open {
+				continue
+			}
+			if off < end {
+				if err := fn(toRecord(ev)); err != nil {
+					return err
+				}
+			}
+			if off+1 >= end {
+				delete(ends, p)
+			}
+		case kafka.PartitionEOF:
+			// A read_committed fetch ends at the last stable offset; past
+			// the recorded end means nothing below it is pending.
+			if end, open := ends[ev.Partition]; open && int64(ev.Offset) >= end {
+				delete(ends, ev.Partition)
+			}
+		case kafka.Error:
+			if ev.IsFatal() {
+				return fmt.Errorf("kafkatx: read %s: %w", topic, ev)
+			}
+		case nil:
+			// The last records may be transaction markers, which are never
+			// delivered; the position tells when they are passed.
+			for p, end := range ends {
+				pos, err := c.Position([]kafka.TopicPartition{{Topic: &topic, Partition: p}})
+				if err == nil && len(pos) == 1 && int64(pos[0].Offset) >= end {
+					delete(ends, p)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func toRecord(m *kafka.Message) Record {
+	r := Record{Topic: *m.TopicPartition.Topic, Partition: m.TopicPartition.Partition,
+		Offset: int64(m.TopicPartition.Offset), Key: m.Key, Value: m.Value, Timestamp: m.Timestamp}
+	if len(m.Headers) > 0 {
+		r.Headers = make([]Header, len(m.Headers))
+		for i, h := range m.Headers {
+			r.Headers[i] = Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return r
+}
+
+// Producer sends records outside any transaction, idempotently (no
+// duplicates from its own retries). For records whose duplicates are
+// harmless or deduplicated downstream: timer ticks, an HTTP API whose
+// requests carry an Idempotency-Key.
+type Producer struct {
+	p    *kafka.Producer
+	log  *zap.Logger
+	done chan struct{}
+}
+
+// NewProducer connects an idempotent producer to brokers.
+func NewProducer(brokers string, log *zap.Logger) (*Producer, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers":  brokers,
+		"enable.idempotence": true,
+		"partitioner":        "murmur2_random",
+		"linger.ms":          2,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafkatx: producer: %w", err)
+	}
+	pr := &Producer{p: p, log: log, done: make(chan struct{})}
+	go func() {
+		defer close(pr.done)
+		for ev := range p.Events() {
+			if e, ok := ev.(kafka.Error); ok {
+				log.Warn("producer error", zap.Error(e))
+			}
+		}
+	}()
+	return pr, nil
+}
+
+// Send produces m and waits until the broker acknowledged it.
+func (p *Producer) Send(ctx context.Context, m Message) error {
+	km := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &m.Topic, Partition: kafka.PartitionAny},
+		Key: m.Key, Value: m.Value}
+	if m.pinned {
+		km.TopicPartition.Partition = m.partition
+	}
+	for _, h := range m.Headers {
+		km.Headers = append(km.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	ack := make(chan kafka.Event, 1)
+	for {
+		err := p.p.Produce(km, ack)
+		if ke, ok := kafkaErr(err); ok && ke.Code() == kafka.ErrQueueFull && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, err)
+		}
+		break
+	}
+	select {
+	case ev := <-ack:
+		if e := ev.(*kafka.Message).TopicPartition.Error; e != nil {
+			return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, e)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, ctx.Err())
+	}
+}
+
+// Close waits up to 10s for records in flight, then closes.
+func (p *Producer) Close() {
+	p.p.Flush(10_000)
+	p.p.Close()
+	<-p.done
+}

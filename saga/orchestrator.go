@@ -1,0 +1,562 @@
+package saga
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+)
+
+// Message types on the control topic.
+const (
+	// TypeTick asks the owner of a partition to fire the timers due on it.
+	// It carries no saga id: it is about every saga of the partition.
+	TypeTick = "Tick"
+	// TypeOperatorCommand carries an OperatorBody for one saga.
+	TypeOperatorCommand = "OperatorCommand"
+)
+
+// OperatorBody is the value of an operator command.
+type OperatorBody struct {
+	Op     Op     `json:"op"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// OperatorMessage returns the control record that asks the orchestrator to
+// apply op to a saga. It goes through the same transactional path as every
+// reply, so an operator command is applied exactly once too.
+func OperatorMessage(controlTopic, sagaID string, op Op, reason string) (kafkatx.Message, error) {
+	if op != OpRetry && op != OpForceCompensate {
+		return kafkatx.Message{}, fmt.Errorf("saga: unknown operator command %q", op)
+	}
+	body, err := json.Marshal(OperatorBody{Op: op, Reason: reason})
+	if err != nil {
+		return kafkatx.Message{}, err
+	}
+	env := Envelope{MessageID: NewMessageID(), SagaID: sagaID, Type: TypeOperatorCommand,
+		Traceparent: NewTraceparent(), Payload: body}
+	return env.Message(controlTopic), nil
+}
+
+// StartMessage returns the record that starts a saga: type is one of
+// OrchestratorConfig.Starts (e.g. OrderPlaced), data becomes Instance.Data.
+func StartMessage(topic, msgType, sagaID string, data json.RawMessage) kafkatx.Message {
+	env := Envelope{MessageID: NewMessageID(), SagaID: sagaID, Type: msgType,
+		Traceparent: NewTraceparent(), Payload: data}
+	return env.Message(topic)
+}
+
+// OrchestratorConfig configures an Orchestrator.
+type OrchestratorConfig struct {
+	Kafka
+	// Registry holds the saga definitions. Required.
+	Registry *Registry
+	// Starts maps a message type on a start topic to the saga type it
+	// starts, e.g. {"OrderPlaced": "order"}. Other types on those topics are
+	// not for the orchestrator (its own end events among them) and are
+	// passed over. Required.
+	Starts map[string]string
+	// StartTopics default to [orders.events]; ReplyTopics to
+	// [stock.replies, payment.replies].
+	StartTopics []string
+	ReplyTopics []string
+	// ControlTopic carries ticks and operator commands. Default saga.control.
+	ControlTopic string
+	// StateTopic is the compacted snapshot topic. Default saga.state.
+	StateTopic string
+	// TickInterval is how often due timers are looked for. A timer fires
+	// within about this much after it is due. Default 250ms.
+	TickInterval time.Duration
+}
+
+func (c OrchestratorConfig) withDefaults() OrchestratorConfig {
+	if c.Group == "" {
+		c.Group = "sagaflow-orchestrator"
+	}
+	if len(c.StartTopics) == 0 {
+		c.StartTopics = []string{kafkatx.TopicOrderEvents}
+	}
+	if len(c.ReplyTopics) == 0 {
+		c.ReplyTopics = []string{kafkatx.TopicStockReplies, kafkatx.TopicPaymentReplies}
+	}
+	if c.ControlTopic == "" {
+		c.ControlTopic = kafkatx.TopicSagaControl
+	}
+	if c.StateTopic == "" {
+		c.StateTopic = kafkatx.TopicSagaState
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 250 * time.Millisecond
+	}
+	return c
+}
+
+// Validate reports what is wrong with the configuration.
+func (c OrchestratorConfig) Validate() error {
+	if err := c.Kafka.validate("orchestrator"); err != nil {
+		return err
+	}
+	if c.Registry == nil {
+		return errors.New("saga: invalid orchestrator config: Registry is nil")
+	}
+	if len(c.Starts) == 0 {
+		return errors.New("saga: invalid orchestrator config: Starts is empty")
+	}
+	for msg, typ := range c.Starts {
+		if _, ok := c.Registry.Lookup(typ); !ok {
+			return fmt.Errorf("saga: invalid orchestrator config: start %q names saga type %q, which is not registered", msg, typ)
+		}
+	}
+	if c.TickInterval < 0 {
+		return errors.New("saga: invalid orchestrator config: negative TickInterval")
+	}
+	return nil
+}
+
+// OrchestratorStats counts what an orchestrator did since it started.
+type OrchestratorStats struct {
+	Applied  int64 // inputs applied by Transition
+	Ignored  int64 // inputs not applied: duplicates, stale or late replies, second starts
+	Poison   int64 // records dead-lettered
+	Restored int64 // snapshots read back on partition assignment
+	Ticks    int64 // tick records sent
+	Ended    int64 // sagas that reached a terminal state here
+	Active   int64 // sagas not yet terminal, in this instance's partitions
+}
+
+// partition holds the committed instances of one partition number.
+type partition struct {
+	sagas map[string]*Instance
+	// timers holds the next timer of every saga that has one, so the ticker
+	// does not walk ended sagas.
+	timers map[string]time.Time
+}
+
+// Orchestrator runs sagas on Kafka. In one transaction per batch it reads
+// starts, replies and control records, runs Transition for each, produces the
+// commands, end events and new snapshots, and commits the consumed offsets:
+// all of it is visible or none (DESIGN.md, "The exactly-once argument").
+//
+// Co-partitioning: every record of a saga is keyed by its id, and every topic
+// has the same partition count, so partition p of each input topic and of
+// saga.state holds the same sagas. The range assignor gives partition p of
+// every input topic to one instance, which then owns those sagas alone.
+type Orchestrator struct {
+	cfg   OrchestratorConfig
+	log   *zap.Logger
+	loop  *kafkatx.Loop
+	ticks *kafkatx.Producer
+
+	start map[string]bool
+	reply map[string]bool
+
+	mu       sync.Mutex
+	parts    map[int32]*partition
+	lastTick map[int32]time.Time
+
+	applied, ignored, poison, restored, ticked, ended atomic.Int64
+}
+
+// NewOrchestrator returns an orchestrator; Run starts it. A nil log means no
+// logging.
+func NewOrchestrator(cfg OrchestratorConfig, log *zap.Logger) (*Orchestrator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg = cfg.withDefaults()
+	o := &Orchestrator{cfg: cfg, log: log.With(zap.String("instance", cfg.InstanceID)),
+		start: map[string]bool{}, reply: map[string]bool{},
+		parts: map[int32]*partition{}, lastTick: map[int32]time.Time{}}
+	topics := []string{cfg.ControlTopic}
+	for _, t := range cfg.StartTopics {
+		o.start[t] = true
+		topics = append(topics, t)
+	}
+	for _, t := range cfg.ReplyTopics {
+		o.reply[t] = true
+		topics = append(topics, t)
+	}
+	lc := cfg.loop(topics)
+	lc.Assignor = "range"
+	lc.OnAssign = o.restore
+	lc.OnRevoke = o.revoke
+	loop, err := kafkatx.New(lc, o.handle, o.log)
+	if err != nil {
+		return nil, err
+	}
+	o.loop = loop
+	return o, nil
+}
+
+// Run runs until ctx is cancelled (nil) or a fatal error.
+func (o *Orchestrator) Run(ctx context.Context) error {
+	p, err := kafkatx.NewProducer(o.cfg.Brokers, o.log)
+	if err != nil {
+		return err
+	}
+	o.ticks = p
+	defer p.Close()
+	tctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); o.ticker(tctx) }()
+	err = o.loop.Run(ctx)
+	stop()
+	wg.Wait()
+	return err
+}
+
+// Stats returns the counters; safe from any goroutine.
+func (o *Orchestrator) Stats() OrchestratorStats {
+	o.mu.Lock()
+	var active int64
+	for _, p := range o.parts {
+		for _, in := range p.sagas {
+			if !in.IsTerminal() {
+				active++
+			}
+		}
+	}
+	o.mu.Unlock()
+	return OrchestratorStats{Applied: o.applied.Load(), Ignored: o.ignored.Load(), Poison: o.poison.Load(),
+		Restored: o.restored.Load(), Ticks: o.ticked.Load(), Ended: o.ended.Load(), Active: active}
+}
+
+// LoopStats returns the transactional loop's counters.
+func (o *Orchestrator) LoopStats() kafkatx.Stats { return o.loop.Stats() }
+
+// Instance returns the committed snapshot of a saga this instance owns.
+func (o *Orchestrator) Instance(id string) (*Instance, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range o.parts {
+		if in, ok := p.sagas[id]; ok {
+			return in, true
+		}
+	}
+	return nil, false
+}
+
+// restore reads the snapshots of newly assigned partitions. kafkatx calls it
+// once the committed offsets are stable, so every snapshot written together
+// with an input already consumed is committed and read here.
+func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition) error {
+	var want []int32
+	o.mu.Lock()
+	for _, tp := range tps {
+		if _, ok := o.parts[tp.Partition]; !ok && !containsPart(want, tp.Partition) {
+			want = append(want, tp.Partition)
+		}
+	}
+	o.mu.Unlock()
+	if len(want) == 0 {
+		return nil
+	}
+	loaded := map[int32]*partition{}
+	for _, p := range want {
+		loaded[p] = &partition{sagas: map[string]*Instance{}, timers: map[string]time.Time{}}
+	}
+	n := 0
+	err := kafkatx.ReadPartitions(ctx, o.cfg.Brokers, o.cfg.StateTopic, want, func(r kafkatx.Record) error {
+		var in Instance
+		if err := json.Unmarshal(r.Value, &in); err != nil || in.ID == "" {
+			// Only this code writes snapshots; an unreadable one is a bug to
+			// report, and the next snapshot of that saga replaces it.
+			o.log.Error("unreadable snapshot", zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
+			return nil
+		}
+		loaded[r.Partition].put(&in)
+		n++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("saga: restore %s %v: %w", o.cfg.StateTopic, want, err)
+	}
+	o.mu.Lock()
+	for p, part := range loaded {
+		o.parts[p] = part
+	}
+	o.mu.Unlock()
+	o.restored.Add(int64(n))
+	o.log.Info("restored sagas", zap.Int32s("partitions", want), zap.Int("snapshots", n))
+	return nil
+}
+
+func containsPart(ps []int32, p int32) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *partition) put(in *Instance) {
+	p.sagas[in.ID] = in
+	if t := in.NextTimer(); !t.IsZero() {
+		p.timers[in.ID] = t
+	} else {
+		delete(p.timers, in.ID)
+	}
+}
+
+// revoke forgets the sagas of partitions that left; their new owner restores
+// them from saga.state.
+func (o *Orchestrator) revoke(tps []kafkatx.TopicPartition, lost bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, tp := range tps {
+		delete(o.parts, tp.Partition)
+		delete(o.lastTick, tp.Partition)
+	}
+}
+
+// ticker sends a tick to partition p of the control topic when a timer of p
+// is due. The tick then travels the transactional path like any input, so a
+// timeout fires exactly once, and only at the partition's owner: a zombie
+// that lost p cannot commit what its tick caused.
+func (o *Orchestrator) ticker(ctx context.Context) {
+	t := time.NewTicker(o.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, p := range o.due(now) {
+				msg := kafkatx.NewMessage(o.cfg.ControlTopic, nil, nil,
+					kafkatx.Header{Key: HeaderType, Value: []byte(TypeTick)},
+					kafkatx.Header{Key: HeaderMessageID, Value: []byte(NewMessageID())}).OnPartition(p)
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := o.ticks.Send(sctx, msg); err != nil && ctx.Err() == nil {
+					o.log.Warn("tick not sent; the next one will try again", zap.Int32("partition", p), zap.Error(err))
+				} else {
+					o.ticked.Add(1)
+				}
+				cancel()
+			}
+		}
+	}
+}
+
+// due returns the partitions with a timer due at now that were not ticked in
+// the last interval (a tick in flight will fire it).
+func (o *Orchestrator) due(now time.Time) []int32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []int32
+	for p, part := range o.parts {
+		if now.Sub(o.lastTick[p]) < 2*o.cfg.TickInterval {
+			continue
+		}
+		for _, at := range part.timers {
+			if !at.After(now) {
+				out = append(out, p)
+				o.lastTick[p] = now
+				break
+			}
+		}
+	}
+	return out
+}
+
+// batch is the work of one transaction: instances changed so far, on top of
+// the committed ones, which change only after the commit.
+type batch struct {
+	o       *Orchestrator
+	out     *kafkatx.Sink
+	now     time.Time
+	changed map[string]*Instance
+	part    map[string]int32
+	applied int64
+	ignored int64
+}
+
+func (b *batch) get(p int32, id string) *Instance {
+	if in, ok := b.changed[id]; ok {
+		return in
+	}
+	b.o.mu.Lock()
+	defer b.o.mu.Unlock()
+	if part := b.o.parts[p]; part != nil {
+		return part.sagas[id]
+	}
+	return nil
+}
+
+func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *kafkatx.Sink) error {
+	b := &batch{o: o, out: out, now: time.Now(), changed: map[string]*Instance{}, part: map[string]int32{}}
+	for _, r := range recs {
+		if err := b.record(ctx, r); err != nil {
+			return err
+		}
+	}
+	for id, in := range b.changed {
+		snap, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("saga: snapshot %s: %w", id, err)
+		}
+		out.Produce(ctx, kafkatx.NewMessage(o.cfg.StateTopic, []byte(id), snap,
+			kafkatx.Header{Key: HeaderSagaID, Value: []byte(id)},
+			kafkatx.Header{Key: HeaderType, Value: []byte(in.Type)},
+			kafkatx.Header{Key: "version", Value: []byte(strconv.FormatUint(in.Version, 10))},
+		).OnPartition(b.part[id]))
+	}
+	out.OnCommit(func() {
+		o.applied.Add(b.applied)
+		o.ignored.Add(b.ignored)
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for id, in := range b.changed {
+			part := o.parts[b.part[id]]
+			if part == nil {
+				// Revoked while this batch committed (only on shutdown);
+				// the next owner restores it from saga.state.
+				continue
+			}
+			if old := part.sagas[id]; in.IsTerminal() && (old == nil || !old.IsTerminal()) {
+				o.ended.Add(1)
+			}
+			part.put(in)
+		}
+	})
+	return nil
+}
+
+// record turns one consumed record into Transition inputs.
+func (b *batch) record(ctx context.Context, r kafkatx.Record) error {
+	o := b.o
+	if r.Topic == o.cfg.ControlTopic && string(r.Header(HeaderType)) == TypeTick {
+		return b.tick(ctx, r.Partition)
+	}
+	env, err := Decode(r)
+	if err != nil {
+		o.poison.Add(1)
+		return kafkatx.Poison(r, err)
+	}
+	in := Input{At: b.now, MessageID: env.MessageID}
+	var typ string
+	switch {
+	case o.start[r.Topic]:
+		st, ok := o.cfg.Starts[env.Type]
+		if !ok {
+			return nil // not a start: e.g. our own end events on orders.events
+		}
+		typ = st
+		in.Kind = KindStart
+		in.Start = Start{SagaID: env.SagaID, Data: env.Payload, Traceparent: env.Traceparent}
+	case o.reply[r.Topic]:
+		rep, err := env.Reply()
+		if err != nil {
+			o.poison.Add(1)
+			return kafkatx.Poison(r, err)
+		}
+		in.Kind, in.Reply = KindReply, rep
+	case r.Topic == o.cfg.ControlTopic && env.Type == TypeOperatorCommand:
+		var body OperatorBody
+		if err := json.Unmarshal(env.Payload, &body); err != nil {
+			o.poison.Add(1)
+			return kafkatx.Poison(r, fmt.Errorf("%w: operator command body: %v", ErrPoison, err))
+		}
+		in.Kind, in.Operator = KindOperator, Operator{Op: body.Op, Reason: body.Reason}
+	default:
+		o.poison.Add(1)
+		return kafkatx.Poison(r, fmt.Errorf("%w: message type %q is not expected on %s", ErrPoison, env.Type, r.Topic))
+	}
+	inst := b.get(r.Partition, env.SagaID)
+	if inst != nil {
+		typ = inst.Type
+	} else if in.Kind != KindStart {
+		o.poison.Add(1)
+		return kafkatx.Poison(r, fmt.Errorf("%w: %s for unknown saga %q", ErrPoison, env.Type, env.SagaID))
+	}
+	def, ok := o.cfg.Registry.Lookup(typ)
+	if !ok {
+		o.poison.Add(1)
+		return kafkatx.Poison(r, fmt.Errorf("%w: unknown saga type %q", ErrPoison, typ))
+	}
+	if _, err := b.apply(ctx, def, r.Partition, env.SagaID, inst, in); err != nil {
+		// Transition is pure: what fails now fails on every retry, so
+		// retrying would stop the partition for good.
+		o.poison.Add(1)
+		return kafkatx.Poison(r, err)
+	}
+	return nil
+}
+
+// tick fires every timer due on partition p.
+func (b *batch) tick(ctx context.Context, p int32) error {
+	b.o.mu.Lock()
+	var due []string
+	if part := b.o.parts[p]; part != nil {
+		for id, at := range part.timers {
+			if !at.After(b.now) {
+				due = append(due, id)
+			}
+		}
+	}
+	b.o.mu.Unlock()
+	for _, id := range due {
+		inst := b.get(p, id)
+		def, ok := b.o.cfg.Registry.Lookup(inst.Type)
+		if !ok {
+			continue
+		}
+		// A tick fires one timer per call; loop until nothing is due.
+		for range len(inst.Steps)*4 + 4 {
+			t := inst.NextTimer()
+			if t.IsZero() || t.After(b.now) {
+				break
+			}
+			next, err := b.apply(ctx, def, p, id, inst, Input{Kind: KindTick, At: b.now})
+			if err != nil {
+				b.o.log.Error("tick not applied", zap.String("saga_id", id), zap.Error(err))
+				break
+			}
+			if next == inst {
+				break
+			}
+			inst = next
+		}
+	}
+	return nil
+}
+
+// apply runs Transition and stages its result; it returns the new instance.
+func (b *batch) apply(ctx context.Context, def *Definition, p int32, id string, inst *Instance, in Input) (*Instance, error) {
+	next, msgs, err := Transition(def, inst, in)
+	log := b.o.log.With(zap.String("saga_id", id), zap.String("message_id", in.MessageID))
+	switch {
+	case errors.Is(err, ErrIgnored):
+		b.ignored++
+		log.Debug("input ignored", zap.Error(err))
+	case errors.Is(err, ErrIllegal):
+		b.ignored++
+		log.Warn("input refused", zap.Error(err))
+	case err != nil:
+		return nil, fmt.Errorf("saga: transition %s: %w", id, err)
+	default:
+		b.applied++
+	}
+	if next == nil {
+		return inst, nil
+	}
+	if next != inst {
+		b.changed[id], b.part[id] = next, p
+	}
+	for _, m := range msgs {
+		b.out.Produce(ctx, m.Envelope().Message(m.Topic))
+	}
+	return next, nil
+}

@@ -1,0 +1,107 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+)
+
+// CommandHandler applies one command and returns the reply to send (build it
+// with ReplyTo). It may be called again with a command it already applied (a
+// redelivery after a crash or an aborted transaction), so its effect must be
+// idempotent: the idempotency package's apply-once scripts make it so.
+//
+// Errors: one wrapping ErrPoison dead-letters the command (it can never be
+// applied: undecodable, an unknown product, a negative amount); any other
+// error is transient and the batch is handled again after a backoff. A
+// business refusal is not an error: it is a reply with Outcome Failure. A
+// zero Envelope sends no reply now (the step then times out unless the reply
+// comes later some other way).
+type CommandHandler func(ctx context.Context, cmd Envelope) (Envelope, error)
+
+// ParticipantConfig configures a Participant.
+type ParticipantConfig struct {
+	Kafka
+	// CommandTopic is read; ReplyTopic is written. Required.
+	CommandTopic string
+	ReplyTopic   string
+	// Failpoints, when set, are called at the crash windows, by name:
+	// "participant/after-apply" (effects applied, reply not produced) and
+	// "participant/after-produce" (reply produced, transaction not
+	// committed). The chaos suite arms them to kill the process there.
+	Failpoint func(name string)
+}
+
+// Participant consumes commands and produces replies, one Kafka transaction
+// per batch (DESIGN.md, point 2 of the exactly-once argument).
+type Participant struct {
+	cfg  ParticipantConfig
+	log  *zap.Logger
+	h    CommandHandler
+	loop *kafkatx.Loop
+}
+
+// NewParticipant returns a participant that calls h for every command.
+func NewParticipant(cfg ParticipantConfig, h CommandHandler, log *zap.Logger) (*Participant, error) {
+	if err := cfg.Kafka.validate("participant"); err != nil {
+		return nil, err
+	}
+	if cfg.CommandTopic == "" || cfg.ReplyTopic == "" {
+		return nil, errors.New("saga: invalid participant config: CommandTopic and ReplyTopic are required")
+	}
+	if cfg.Group == "" {
+		cfg.Group = "sagaflow-" + cfg.CommandTopic
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if cfg.Failpoint == nil {
+		cfg.Failpoint = func(string) {}
+	}
+	p := &Participant{cfg: cfg, log: log.With(zap.String("topic", cfg.CommandTopic)), h: h}
+	loop, err := kafkatx.New(cfg.loop([]string{cfg.CommandTopic}), p.handle, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.loop = loop
+	return p, nil
+}
+
+// Run runs until ctx is cancelled (nil) or a fatal error.
+func (p *Participant) Run(ctx context.Context) error { return p.loop.Run(ctx) }
+
+// Stats returns the transactional loop's counters.
+func (p *Participant) Stats() kafkatx.Stats { return p.loop.Stats() }
+
+func (p *Participant) handle(ctx context.Context, recs []kafkatx.Record, out *kafkatx.Sink) error {
+	replies := make([]kafkatx.Message, 0, len(recs))
+	for _, r := range recs {
+		cmd, err := Decode(r)
+		if err == nil && cmd.Phase == "" {
+			err = fmt.Errorf("%w: %s has no step, attempt and phase headers: not a command", ErrPoison, cmd.Type)
+		}
+		if err != nil {
+			return kafkatx.Poison(r, err)
+		}
+		reply, err := p.h(ctx, cmd)
+		switch {
+		case errors.Is(err, ErrPoison):
+			return kafkatx.Poison(r, err)
+		case err != nil:
+			return fmt.Errorf("saga: %s %s for saga %s: %w", p.cfg.CommandTopic, cmd.Type, cmd.SagaID, err)
+		}
+		if reply.Type != "" {
+			replies = append(replies, reply.Message(p.cfg.ReplyTopic))
+		}
+	}
+	p.cfg.Failpoint("participant/after-apply")
+	for _, m := range replies {
+		out.Produce(ctx, m)
+	}
+	p.cfg.Failpoint("participant/after-produce")
+	return nil
+}
