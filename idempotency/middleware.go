@@ -222,14 +222,14 @@ func (m *middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 				"The response recorded for this key cannot be read.")
 			return
 		}
-		if false {
+		if sr.Fingerprint != fp {
 			m.mismatch(w)
 			return
 		}
 		writeStored(w, sr)
 		return
 	case Busy:
-		if false {
+		if c.tag != fp {
 			m.mismatch(w)
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,6 +189,12 @@ func TestMiddlewareRetryInFlightIs409(t *testing.T) {
 	t.Parallel()
 	h := &orderHandler{block: make(chan struct{}), entered: make(chan struct{}, 1)}
 	f := newHTTP(t, MiddlewareConfig{}, h)
+	// Unblock the handler however the test ends, or a failed assertion would
+	// leave srv.Close waiting for the blocked request forever. Registered
+	// after the server, so it runs before srv.Close.
+	var unblock sync.Once
+	release := func() { unblock.Do(func() { close(h.block) }) }
+	t.Cleanup(release)
 
 	firstDone := make(chan response, 1)
 	go func() {
@@ -207,7 +214,7 @@ func TestMiddlewareRetryInFlightIs409(t *testing.T) {
 	// Same key, other body, while in flight: a misuse, not a retry.
 	wantProblem(t, f.do(t, "POST", "/orders", "k", `{"sku":"b"}`), http.StatusUnprocessableEntity, "idempotency-key-reused")
 
-	close(h.block)
+	release()
 	first := <-firstDone
 	if first.status != http.StatusCreated {
 		t.Fatalf("first: %d %s", first.status, first.body)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -160,23 +161,28 @@ type luaScript struct {
 	name string
 	src  string
 
+	// sha is read on every call, without a lock, so that parallel callers
+	// do not queue on each other; mu only serialises loading.
+	sha atomic.Pointer[string]
 	mu  sync.Mutex
-	sha string
 }
 
 // load returns the digest of sc, loading it first when force is set or when it
 // was never loaded.
 func (s *Store) load(ctx context.Context, sc *luaScript, force bool) (string, error) {
+	if p := sc.sha.Load(); p != nil && !force {
+		return *p, nil
+	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.sha != "" && !force {
-		return sc.sha, nil
+	if p := sc.sha.Load(); p != nil && !force {
+		return *p, nil
 	}
 	sha, err := s.rdb.ScriptLoad(ctx, sc.src).Result()
 	if err != nil {
 		return "", classify("load "+sc.name, err)
 	}
-	sc.sha = sha
+	sc.sha.Store(&sha)
 	return sha, nil
 }
 
