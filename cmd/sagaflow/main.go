@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 )
 
@@ -24,9 +27,10 @@ type command struct {
 	run     func(ctx context.Context, args []string, stdout io.Writer) error
 }
 
+// commands holds the subcommands. Each service's file adds its own in an
+// init function, so the wiring of one service lives in one file.
 var commands = map[string]command{
 	"topics": {"create the Kafka topics of DESIGN.md (idempotent)", runTopics},
-	"demo":   {"run everything in one process and open the demo web page", runDemo},
 }
 
 func main() {
@@ -80,38 +84,58 @@ func env(key, def string) string {
 
 func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
-	brokers := fs.String("kafka", env("SAGAFLOW_KAFKA", "127.0.0.1:19092"), "Kafka bootstrap servers (env SAGAFLOW_KAFKA)")
-	partitions := fs.Int("partitions", 4, "partitions per topic; all topics share it so a saga id maps to one partition number everywhere")
+	in := infraFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *partitions < 1 {
-		return fmt.Errorf("-partitions must be at least 1, got %d", *partitions)
+	if *in.partitions < 1 {
+		return fmt.Errorf("-partitions must be at least 1, got %d", *in.partitions)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	specs := kafkatx.SagaflowTopics(*partitions)
-	if err := kafkatx.CreateTopics(ctx, *brokers, specs); err != nil {
+	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	for _, s := range specs {
+	for _, s := range kafkatx.SagaflowTopics(*in.partitions) {
 		fmt.Fprintf(stdout, "topic %s ready (%d partitions requested)\n", s.Name, s.Partitions)
 	}
 	return nil
 }
 
-// runDemo stands in until the orders service and the embedded mode exist
-// (issue 5); it says so rather than pretending.
-func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	if err := fs.Parse(args); err != nil {
-		return err
+// infra holds the flags every service shares.
+type infra struct {
+	kafka, redis, instance, logLevel *string
+	partitions                       *int
+}
+
+// infraFlags registers --kafka, --redis, --instance, --partitions and
+// --log-level on fs, with defaults from the environment.
+func infraFlags(fs *flag.FlagSet) *infra {
+	host, _ := os.Hostname()
+	return &infra{
+		kafka:      fs.String("kafka", env("SAGAFLOW_KAFKA", "127.0.0.1:19092"), "Kafka bootstrap servers (env SAGAFLOW_KAFKA)"),
+		redis:      fs.String("redis", env("SAGAFLOW_REDIS", "127.0.0.1:16379"), "Redis address (env SAGAFLOW_REDIS)"),
+		instance:   fs.String("instance", env("SAGAFLOW_INSTANCE", host), "this instance's stable name: its transactional id; unique among running instances of one service (env SAGAFLOW_INSTANCE)"),
+		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
+		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
 	}
-	fmt.Fprintln(stdout, `sagaflow demo is not built yet. What is coming:
-  - one process running the orders API, the orchestrator, stock and payment,
-    on an embedded Kafka-protocol broker and an embedded Redis (nothing to install);
-  - a web form at the printed URL: place an order, watch its saga reserve stock,
-    charge payment and confirm, or compensate in reverse order when a step fails.
-What works today: the transactional Kafka loop (saga/kafkatx) and its tests: make test`)
-	return nil
+}
+
+// logger returns a console logger at the flag's level.
+func (in *infra) logger() (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(*in.logLevel)
+	if err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.Encoding = "console"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return cfg.Build()
+}
+
+// ensureTopics creates the DESIGN.md topics if they are missing, so a service
+// can start on an empty broker.
+func (in *infra) ensureTopics(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return kafkatx.CreateTopics(ctx, *in.kafka, kafkatx.SagaflowTopics(*in.partitions))
 }
