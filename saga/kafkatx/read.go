@@ -177,3 +177,48 @@ func (p *Producer) Close() {
 	p.p.Close()
 	<-p.done
 }
+
+// Follow calls fn for every committed record of topics, from the beginning
+// and then as records arrive, until ctx is done. It joins no group: every
+// reader sees every partition, which is what a read model that rebuilds its
+// view from the log wants. fn runs on one goroutine, in order per partition.
+func Follow(ctx context.Context, brokers string, topics []string, fn func(Record)) error {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":  brokers,
+		"group.id":           "_sagaflow.follower", // never joins: partitions are assigned by hand
+		"isolation.level":    "read_committed",
+		"enable.auto.commit": false,
+	})
+	if err != nil {
+		return fmt.Errorf("kafkatx: follower: %w", err)
+	}
+	defer c.Close()
+	var assign []kafka.TopicPartition
+	for _, t := range topics {
+		md, err := c.GetMetadata(&t, false, timeoutMs(ctx, 30_000))
+		if err != nil {
+			return fmt.Errorf("kafkatx: metadata of %s: %w", t, err)
+		}
+		tm := md.Topics[t]
+		if tm.Error.Code() != kafka.ErrNoError || len(tm.Partitions) == 0 {
+			return fmt.Errorf("kafkatx: topic %s: %v (create the topics first: sagaflow topics)", t, tm.Error)
+		}
+		for _, p := range tm.Partitions {
+			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p.ID, Offset: kafka.OffsetBeginning})
+		}
+	}
+	if err := c.Assign(assign); err != nil {
+		return fmt.Errorf("kafkatx: assign: %w", err)
+	}
+	for ctx.Err() == nil {
+		switch ev := c.Poll(100).(type) {
+		case *kafka.Message:
+			fn(toRecord(ev))
+		case kafka.Error:
+			if ev.IsFatal() {
+				return fmt.Errorf("kafkatx: follow: %w", ev)
+			}
+		}
+	}
+	return nil
+}
