@@ -55,7 +55,8 @@
 //	(6)  cannot turn back: a business failure after the pivot, or a budget
 //	     spent at or after the pivot (the pivot's outcome is then unknown, and
 //	     undoing the steps under it could leave, say, a confirmed order without
-//	     its payment).
+//	     its payment). Also to Failed(k+1) when step k succeeded and step k+1,
+//	     after the pivot, cannot be built.
 //	(7)  a compensation spent its budget (Failure, Transient and timeouts all
 //	     count) or cannot be built.
 //	(8)  compensation of step j succeeded: compensate the next compensable step

@@ -176,14 +176,18 @@ type EndEvent struct {
 //   - Operator: see OpRetry and OpForceCompensate.
 func Transition(def *Definition, inst *Instance, in Input) (*Instance, []Outgoing, error) {
 	exists := inst != nil && inst.ID != ""
-	if def == nil {
-		return inst, nil, fmt.Errorf("%w: no definition", ErrIllegal)
+	var refuse string
+	switch {
+	case def == nil:
+		refuse = "no definition"
+	case in.At.IsZero():
+		refuse = fmt.Sprintf("%s input without a time", in.Kind)
 	}
-	if in.At.IsZero() {
+	if refuse != "" {
 		if !exists {
-			return inst, nil, fmt.Errorf("%w: %s input without a time", ErrIllegal, in.Kind)
+			return inst, nil, fmt.Errorf("%w: %s", ErrIllegal, refuse)
 		}
-		return ignore(inst, ErrIllegal, "%s input without a time", in.Kind)
+		return ignore(inst, ErrIllegal, "%s", refuse)
 	}
 	if in.Kind == KindStart {
 		if exists {
@@ -267,6 +271,9 @@ func start(def *Definition, in Input) (*Instance, []Outgoing, error) {
 	s := in.Start
 	if s.SagaID == "" {
 		return nil, nil, fmt.Errorf("%w: start without a saga id", ErrIllegal)
+	}
+	if len(def.Steps) == 0 {
+		return nil, nil, fmt.Errorf("%w: saga %q has no steps (see Definition.Validate)", ErrIllegal, def.Name)
 	}
 	if len(s.Data) > 0 && !json.Valid(s.Data) {
 		return nil, nil, fmt.Errorf("%w: start of saga %q: data is not JSON", ErrIllegal, s.SagaID)

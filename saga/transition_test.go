@@ -278,6 +278,21 @@ func TestTransitionScenarios(t *testing.T) {
 			},
 		},
 		{
+			// Found by FuzzTransition (testdata/fuzz/FuzzTransition/step-after-pivot-cannot-be-built):
+			// Check refused the legal edge Running(k) -> Failed(k+1).
+			name: "a step after the pivot that cannot be built fails the saga",
+			def:  shippingSaga,
+			acts: []act{
+				{in: startAt(0, `{"fail":"Notify"}`), pos: "Running(0)", out: "Reserve 0/action#1"},
+				{in: ok(0, 1), pos: "Running(1)", out: "Confirm 1/action#1"},
+				{in: ok(1, 1), pos: "Failed(2)"},
+				{in: operator(saga.OpForceCompensate), pos: "Failed(2)", err: saga.ErrIllegal},
+			},
+			check: func(t *testing.T, i *saga.Instance) {
+				wantStatuses(t, i, saga.StepDone, saga.StepDone, saga.StepFailed)
+			},
+		},
+		{
 			name: "an action that cannot be built at the start cancels",
 			acts: []act{
 				{in: startAt(0, `{"fail":"ReserveStock"}`), pos: "Cancelled", out: "OrderCancelled"},
