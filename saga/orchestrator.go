@@ -469,7 +469,7 @@ func (b *batch) record(ctx context.Context, r kafkatx.Record) error {
 			o.poison.Add(1)
 			return kafkatx.Poison(r, fmt.Errorf("%w: operator command body: %v", ErrPoison, err))
 		}
-		in.Kind, in.Operator = KindOperator, Operator{Op: body.Op, Reason: body.Reason}
+		in.Kind, in.Operator = KindOperator, Operator(body)
 	default:
 		o.poison.Add(1)
 		return kafkatx.Poison(r, fmt.Errorf("%w: message type %q is not expected on %s", ErrPoison, env.Type, r.Topic))

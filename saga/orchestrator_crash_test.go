@@ -219,4 +219,3 @@ func TestOrchestratorRebalance(t *testing.T) {
 	checkOutcome(t, w, all, mix, snaps)
 	t.Logf("A ended %d sagas, B %d (restored %d snapshots)", a.Stats().Ended, b.Stats().Ended, b.Stats().Restored)
 }
-
