@@ -186,3 +186,25 @@ func timeoutMs(ctx context.Context, def int) int {
 	}
 	return def
 }
+
+// Partitions returns the partition numbers of topic.
+func Partitions(ctx context.Context, brokers, topic string) ([]int32, error) {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	if err != nil {
+		return nil, fmt.Errorf("kafkatx: admin client: %w", err)
+	}
+	defer ac.Close()
+	md, err := ac.GetMetadata(&topic, false, timeoutMs(ctx, defaultAdminTimeoutMs))
+	if err != nil {
+		return nil, fmt.Errorf("kafkatx: metadata of %s: %w", topic, err)
+	}
+	tm, ok := md.Topics[topic]
+	if !ok || tm.Error.Code() != kafka.ErrNoError {
+		return nil, fmt.Errorf("kafkatx: topic %s: %v (create the topics first: sagaflow topics)", topic, tm.Error)
+	}
+	out := make([]int32, 0, len(tm.Partitions))
+	for _, p := range tm.Partitions {
+		out = append(out, p.ID)
+	}
+	return out, nil
+}

@@ -195,16 +195,12 @@ func Follow(ctx context.Context, brokers string, topics []string, fn func(Record
 	defer c.Close()
 	var assign []kafka.TopicPartition
 	for _, t := range topics {
-		md, err := c.GetMetadata(&t, false, timeoutMs(ctx, 30_000))
+		parts, err := Partitions(ctx, brokers, t)
 		if err != nil {
-			return fmt.Errorf("kafkatx: metadata of %s: %w", t, err)
+			return err
 		}
-		tm := md.Topics[t]
-		if tm.Error.Code() != kafka.ErrNoError || len(tm.Partitions) == 0 {
-			return fmt.Errorf("kafkatx: topic %s: %v (create the topics first: sagaflow topics)", t, tm.Error)
-		}
-		for _, p := range tm.Partitions {
-			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p.ID, Offset: kafka.OffsetBeginning})
+		for _, p := range parts {
+			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p, Offset: kafka.OffsetBeginning})
 		}
 	}
 	if err := c.Assign(assign); err != nil {
