@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sagaflow/sagaflow/saga/failpoint"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 )
 
@@ -413,6 +414,9 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 			kafkatx.Header{Key: "version", Value: []byte(strconv.FormatUint(in.Version, 10))},
 		).OnPartition(b.part[id]))
 	}
+	// The crash window the chaos tests aim at: commands and snapshots
+	// produced, offsets not yet committed.
+	failpoint.Hit("orchestrator/before-commit")
 	out.OnCommit(func() {
 		o.applied.Add(b.applied)
 		o.ignored.Add(b.ignored)

@@ -1,15 +1,12 @@
 package saga_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +15,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/failpoint"
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
 	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
 )
 
@@ -48,6 +47,10 @@ func (w *world) spec(group, instance string) string {
 
 func runChildOrchestrator(spec string) int {
 	log, _ := zap.NewDevelopment()
+	if err := failpoint.EnvErr(); err != nil {
+		log.Error("failpoints", zap.Error(err))
+		return 1
+	}
 	var s worldSpec
 	if err := json.Unmarshal([]byte(spec), &s); err != nil {
 		log.Error("bad spec", zap.Error(err))
@@ -75,39 +78,6 @@ func runChildOrchestrator(spec string) int {
 		return 1
 	}
 	return 0
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	done chan struct{}
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.Write(b)
-}
-
-func (p *proc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.String()
-}
-
-func startOrchestratorProcess(t *testing.T, spec string) *proc {
-	t.Helper()
-	p := &proc{done: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	p.cmd.Env = append(os.Environ(), childWorld+"="+spec)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.done })
-	return p
 }
 
 // expected is the end state each kind of test saga must reach.
@@ -161,32 +131,61 @@ func checkOutcome(t *testing.T, w *world, all []string, data func(int) testData,
 func TestOrchestratorCrashes(t *testing.T) {
 	w := newWorld(t, 4)
 	w.runParticipants(t, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	const n, kills = 400, 10
+	const n, kills = 1200, 10
 	all := ids("crash", n)
 	spec := w.spec("orch", "o0")
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-	per := n / kills
-	for k := range kills {
-		w.start(t, all[k*per:(k+1)*per], func(i int) testData { return mix(k*per + i) })
-		p := startOrchestratorProcess(t, spec)
-		kafkatest.WaitFor(t, 60*time.Second, "the orchestrator to restore its partitions", func() bool {
-			return strings.Contains(p.log(), "restored sagas")
-		})
-		time.Sleep(time.Duration(200+rng.IntN(1200)) * time.Millisecond)
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
+
+	// Starts keep arriving through every kill and restart (about 100
+	// sagas/s), so the orchestrator is busy, and mostly mid-transaction,
+	// when it dies.
+	prod, err := kafkatx.NewProducer(w.brokers, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	final := startOrchestratorProcess(t, spec)
+	defer prod.Close()
+	feedErr := make(chan error, 1)
+	go func() {
+		defer close(feedErr)
+		for i, id := range all {
+			body, _ := json.Marshal(mix(i))
+			if err := prod.Send(context.Background(), saga.StartMessage(w.events, "OrderPlaced", id, body)); err != nil {
+				feedErr <- err
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	for range kills {
+		// A pause between produce and commit: the records reach the broker,
+		// so a kill there leaves a transaction that the restart must abort.
+		p := kafkatest.StartProcess(t, map[string]string{childWorld: spec,
+			failpoint.Env: "orchestrator/before-commit=sleep(50ms)"})
+		kafkatest.WaitFor(t, 60*time.Second, "the orchestrator to restore its partitions", func() bool {
+			return strings.Contains(p.Log(), "restored sagas")
+		})
+		time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
+		p.Kill()
+	}
+	final := kafkatest.StartProcess(t, map[string]string{childWorld: spec})
+	if err := <-feedErr; err != nil {
+		t.Fatalf("feeding starts: %v", err)
+	}
 	snaps := w.waitTerminal(t, all, 180*time.Second)
-	_ = final.cmd.Process.Signal(syscall.SIGTERM)
-	<-final.done
+	if code := final.Stop(t); code != 0 {
+		t.Errorf("last orchestrator exit %d", code)
+	}
 	checkOutcome(t, w, all, mix, snaps)
 	committed := len(kafkatest.Read(t, w.brokers, w.state, kafkatest.ReadCommitted))
 	aborted := len(kafkatest.Read(t, w.brokers, w.state, kafkatest.ReadUncommitted)) - committed
 	t.Logf("%d kills, %d sagas; %d committed snapshots, %d snapshots in transactions the kills left open (aborted on restart)",
 		kills, n, committed, aborted)
+	if aborted == 0 {
+		t.Errorf("no kill landed inside a transaction: the test did not exercise the crash window")
+	}
 	if t.Failed() {
-		t.Logf("last orchestrator's log:\n%s", final.log())
+		t.Logf("last orchestrator's log:\n%s", final.Log())
 	}
 }
 
