@@ -11,14 +11,19 @@ import (
 	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
 )
 
-// BenchmarkLoop measures consume-process-produce through the real broker at
-// several transaction sizes. The records are produced first; the clock runs
-// from the first partition assignment until the last record is committed, so
-// group join and topic creation are not counted.
+// BenchmarkLoop measures consume-process-produce at several transaction
+// sizes, through the real broker and through the embedded one. The records
+// are produced first; the clock runs from the first partition assignment
+// until the last record is committed, so group join and topic creation are not
+// counted.
 //
 //	make up && go test -run '^$' -bench BenchmarkLoop -benchtime 5000x ./saga/kafkatx/
 func BenchmarkLoop(b *testing.B) {
-	brokers := kafkatest.Brokers(b)
+	b.Run("broker=real", func(b *testing.B) { benchmarkLoop(b, kafkatest.Brokers(b)) })
+	b.Run("broker=embedded", func(b *testing.B) { benchmarkLoop(b, kafkatest.Embedded(b)) })
+}
+
+func benchmarkLoop(b *testing.B, brokers string) {
 	for _, batch := range []int{1, 100, 1000} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			const parts = 4
@@ -48,7 +53,11 @@ func BenchmarkLoop(b *testing.B) {
 			done := make(chan error, 1)
 			go func() { done <- l.Run(ctx) }()
 			for l.Stats().Records < int64(b.N) {
-				time.Sleep(time.Millisecond)
+				select {
+				case err := <-done:
+					b.Fatalf("loop stopped early: %v", err)
+				case <-time.After(time.Millisecond):
+				}
 			}
 			end := time.Now()
 			cancel()

@@ -129,10 +129,9 @@ func (c *child) stop(t *testing.T) int {
 	return c.cmd.ProcessState.ExitCode()
 }
 
-// TestCrashMidTransaction SIGKILLs the loop at random points many times; a
+// testCrashMidTransaction SIGKILLs the loop at random points many times; a
 // read_committed reader then sees every input exactly once.
-func TestCrashMidTransaction(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
+func testCrashMidTransaction(t *testing.T, brokers string) {
 	const parts, n, kills = 4, 4000, 12
 	in := kafkatest.Topic(t, brokers, "in", parts)
 	out := kafkatest.Topic(t, brokers, "out", parts)
@@ -173,11 +172,10 @@ func TestCrashMidTransaction(t *testing.T) {
 	}
 }
 
-// TestZombieIsFenced pauses an instance (SIGSTOP) mid-transaction until its
+// testZombieIsFenced pauses an instance (SIGSTOP) mid-transaction until its
 // partitions move to a new instance, then resumes it: its late commit must
 // fail and nothing may be duplicated.
-func TestZombieIsFenced(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
+func testZombieIsFenced(t *testing.T, brokers string) {
 	const parts, n = 2, 1500
 	in := kafkatest.Topic(t, brokers, "in", parts)
 	out := kafkatest.Topic(t, brokers, "out", parts)

@@ -92,8 +92,7 @@ func baseConfig(brokers, in, group string) kafkatx.Config {
 	}
 }
 
-func TestCommitPath(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
+func testCommitPath(t *testing.T, brokers string) {
 	const parts, n = 3, 500
 	in := kafkatest.Topic(t, brokers, "in", parts)
 	out := kafkatest.Topic(t, brokers, "out", parts)
@@ -121,8 +120,7 @@ func TestCommitPath(t *testing.T) {
 	}
 }
 
-func TestAbortPathHandlesBatchAgain(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
+func testAbortPathHandlesBatchAgain(t *testing.T, brokers string) {
 	const n = 200
 	in := kafkatest.Topic(t, brokers, "in", 2)
 	out := kafkatest.Topic(t, brokers, "out", 2)
@@ -172,8 +170,7 @@ func TestAbortPathHandlesBatchAgain(t *testing.T) {
 	}
 }
 
-func TestPoisonRecordIsDeadLetteredAndPartitionMoves(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
+func testPoisonRecordIsDeadLetteredAndPartitionMoves(t *testing.T, brokers string) {
 	in := kafkatest.Topic(t, brokers, "in", 1)
 	out := kafkatest.Topic(t, brokers, "out", 1)
 	dlq := kafkatest.Topic(t, brokers, "dlq", 1)
@@ -224,10 +221,9 @@ func TestPoisonRecordIsDeadLetteredAndPartitionMoves(t *testing.T) {
 	}
 }
 
-// TestRebalanceJoinAndLeave: A runs alone, B joins mid-stream, then A leaves
+// testRebalanceJoinAndLeave: A runs alone, B joins mid-stream, then A leaves
 // mid-stream; every record is processed exactly once.
-func TestRebalanceJoinAndLeave(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
+func testRebalanceJoinAndLeave(t *testing.T, brokers string) {
 	const parts, n = 4, 3000
 	in := kafkatest.Topic(t, brokers, "in", parts)
 	out := kafkatest.Topic(t, brokers, "out", parts)

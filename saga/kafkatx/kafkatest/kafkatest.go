@@ -1,9 +1,11 @@
-// Package kafkatest gives tests a real Kafka: the broker `make up` starts
-// (SAGAFLOW_KAFKA, default 127.0.0.1:19092), throwaway topics, and readers
-// that see what a read_committed consumer sees.
+// Package kafkatest gives tests a Kafka: the real broker `make up` starts
+// (SAGAFLOW_KAFKA, default 127.0.0.1:19092) or an embedded one
+// (kafkatx.StartEmbedded), throwaway topics, and readers that see what a
+// read_committed consumer sees.
 //
-// Outside CI a test skips with a clear message when no broker answers; under
-// CI=true it fails, because a suite that silently skipped proves nothing.
+// Outside CI a test skips with a clear message when no real broker answers;
+// under CI=true it fails, because a suite that silently skipped proves
+// nothing.
 package kafkatest
 
 import (
@@ -29,10 +31,31 @@ var (
 	probeErr  error
 )
 
-// Brokers returns the bootstrap list of a broker that passed kafkatx.Probe.
+// EmbeddedEnv is the SAGAFLOW_KAFKA value that makes Brokers answer with an
+// embedded broker, so a package whose tests only call Brokers can run without
+// a real Kafka: SAGAFLOW_KAFKA=embedded go test ./...
+const EmbeddedEnv = "embedded"
+
+var (
+	sharedOnce sync.Once
+	shared     *kafkatx.EmbeddedBroker
+	sharedErr  error
+)
+
+// Brokers returns the bootstrap list of a broker that passed kafkatx.Probe:
+// the real broker at SAGAFLOW_KAFKA, or, when SAGAFLOW_KAFKA=embedded, one
+// embedded broker shared by every test of the process (tests keep apart by
+// their topic and group names, as they do on the real broker).
 func Brokers(t testing.TB) string {
 	t.Helper()
 	b := os.Getenv("SAGAFLOW_KAFKA")
+	if b == EmbeddedEnv {
+		sharedOnce.Do(func() { shared, sharedErr = kafkatx.StartEmbedded(EmbeddedPartitions) })
+		if sharedErr != nil {
+			t.Fatalf("SAGAFLOW_KAFKA=%s: %v", EmbeddedEnv, sharedErr)
+		}
+		return shared.Brokers()
+	}
 	if b == "" {
 		b = DefaultBrokers
 	}
@@ -49,6 +72,23 @@ func Brokers(t testing.TB) string {
 		t.Skip(msg)
 	}
 	return b
+}
+
+// EmbeddedPartitions is the partition count of the DESIGN.md topics on the
+// embedded brokers this package starts.
+const EmbeddedPartitions = 4
+
+// Embedded starts an embedded broker (kafkatx.StartEmbedded) for this test
+// alone and closes it when the test ends. It listens on loopback TCP, so child
+// processes the test starts can connect to it too.
+func Embedded(t testing.TB) string {
+	t.Helper()
+	b, err := kafkatx.StartEmbedded(EmbeddedPartitions)
+	if err != nil {
+		t.Fatalf("embedded broker: %v", err)
+	}
+	t.Cleanup(b.Close)
+	return b.Brokers()
 }
 
 var unsafe = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
