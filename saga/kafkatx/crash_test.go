@@ -1,16 +1,13 @@
 package kafkatx_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,66 +66,6 @@ func runChild() int {
 	return 0
 }
 
-// child is one loop process.
-type child struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{}
-	err  error
-}
-
-func (c *child) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.logs.Write(p)
-}
-
-func (c *child) log() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.logs.String()
-}
-
-func startChild(t *testing.T, env map[string]string) *child {
-	t.Helper()
-	c := &child{done: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	c.cmd.Env = os.Environ()
-	for k, v := range env {
-		c.cmd.Env = append(c.cmd.Env, k+"="+v)
-	}
-	c.cmd.Stdout, c.cmd.Stderr = c, c
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start child: %v", err)
-	}
-	go func() { c.err = c.cmd.Wait(); close(c.done) }()
-	t.Cleanup(func() {
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	})
-	return c
-}
-
-func (c *child) signal(t *testing.T, s syscall.Signal) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(s); err != nil {
-		t.Fatalf("signal %v: %v", s, err)
-	}
-}
-
-// stop asks for a graceful stop and returns the exit code.
-func (c *child) stop(t *testing.T) int {
-	t.Helper()
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("child did not stop within 60s; its log:\n%s", c.log())
-	}
-	return c.cmd.ProcessState.ExitCode()
-}
-
 // testCrashMidTransaction SIGKILLs the loop at random points many times; a
 // read_committed reader then sees every input exactly once.
 func testCrashMidTransaction(t *testing.T, brokers string) {
@@ -146,22 +83,21 @@ func testCrashMidTransaction(t *testing.T, brokers string) {
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	for i := range kills {
-		c := startChild(t, env)
+		c := kafkatest.StartProcess(t, env)
 		kafkatest.WaitFor(t, 60*time.Second, "the child to get its partitions", func() bool {
-			return strings.Contains(c.log(), "partitions assigned")
+			return strings.Contains(c.Log(), "partitions assigned")
 		})
 		// Into the work, at a different point each time.
 		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond)
-		c.signal(t, syscall.SIGKILL)
-		<-c.done
+		c.Kill()
 		t.Logf("kill %d/%d: %d committed records visible", i+1, kills, len(kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted)))
 	}
-	final := startChild(t, env)
+	final := kafkatest.StartProcess(t, env)
 	kafkatest.WaitFor(t, 180*time.Second, "every input to be copied", func() bool {
 		return len(kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted)) >= n
 	})
-	if code := final.stop(t); code != 0 {
-		t.Fatalf("final child exit %d; log:\n%s", code, final.log())
+	if code := final.Stop(t); code != 0 {
+		t.Fatalf("final child exit %d; log:\n%s", code, final.Log())
 	}
 	committed := kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted)
 	kafkatest.ExactlyOnce(t, committed, want)
@@ -188,22 +124,22 @@ func testZombieIsFenced(t *testing.T, brokers string) {
 	}
 	outCount := func() int { return len(kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted)) }
 
-	a := startChild(t, env(group+"-a"))
+	a := kafkatest.StartProcess(t, env(group+"-a"))
 	kafkatest.WaitFor(t, 60*time.Second, "A to commit some output", func() bool { return outCount() >= 100 })
-	a.signal(t, syscall.SIGSTOP)
+	a.Signal(t, syscall.SIGSTOP)
 	stoppedAt := outCount()
 
-	b := startChild(t, env(group+"-b"))
+	b := kafkatest.StartProcess(t, env(group+"-b"))
 	// B gets the partitions once A's session expires, and A's open
 	// transaction is aborted by the coordinator at its timeout.
 	kafkatest.WaitFor(t, 90*time.Second, "B to take over and commit output", func() bool {
 		return outCount() >= stoppedAt+200
 	})
-	resumeMark := len(a.log())
-	a.signal(t, syscall.SIGCONT)
+	resumeMark := len(a.Log())
+	a.Signal(t, syscall.SIGCONT)
 
 	kafkatest.WaitFor(t, 180*time.Second, "every input to be copied", func() bool { return outCount() >= n })
-	after := a.log()[resumeMark:]
+	after := a.Log()[resumeMark:]
 	if !strings.Contains(after, "fenced") && !strings.Contains(after, "transaction must abort") &&
 		!strings.Contains(after, "partitions lost") {
 		t.Errorf("the resumed zombie was not fenced: nothing in its log says its transaction failed; log after resume:\n%s", after)
@@ -213,12 +149,12 @@ func testZombieIsFenced(t *testing.T, brokers string) {
 			t.Logf("zombie after resume: %.300s", line)
 		}
 	}
-	codeA := a.stop(t)
+	codeA := a.Stop(t)
 	if codeA != 0 && codeA != 3 {
-		t.Errorf("zombie exit %d; log:\n%s", codeA, a.log())
+		t.Errorf("zombie exit %d; log:\n%s", codeA, a.Log())
 	}
-	if code := b.stop(t); code != 0 {
-		t.Errorf("B exit %d; log:\n%s", code, b.log())
+	if code := b.Stop(t); code != 0 {
+		t.Errorf("B exit %d; log:\n%s", code, b.Log())
 	}
 	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
 }
