@@ -21,7 +21,7 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help up down status logs test vet lint bench demo
+.PHONY: help up down status logs test vet lint bench demo chromium
 
 help: ## list the targets
 	@echo "usage: make TARGET   (KAFKA_BROKERS=3 for the 3-node Kafka)"
@@ -42,7 +42,10 @@ logs: ## print the last lines of the Kafka and Redis logs
 vet: ## go vet
 	$(GO) vet ./...
 
-test: up vet ## start the infrastructure, go vet, then all tests with -race
+chromium: ## install Debian's chromium (for the browser test) when it is missing
+	@dev/chromium.sh
+
+test: up chromium vet ## start the infrastructure, go vet, then all tests with -race
 	$(GO) test $(TEST_FLAGS) ./...
 
 lint: ## gofmt (fails on any unformatted file), go vet, staticcheck

@@ -14,22 +14,46 @@ import (
 	"encoding/hex"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sagaflow/sagaflow/idempotency/embedded"
 )
 
 // DefaultAddr is where `make up` starts Redis.
 const DefaultAddr = "127.0.0.1:16379"
 
 // Addr returns the Redis address the tests use.
+//
+// SAGAFLOW_REDIS=embedded runs the tests on one embedded Redis (miniredis)
+// for the whole test process: how the demo's embedded mode is shown to run
+// the same scripts.
 func Addr() string {
-	if a := os.Getenv("SAGAFLOW_REDIS"); a != "" {
+	switch a := os.Getenv("SAGAFLOW_REDIS"); a {
+	case "":
+		return DefaultAddr
+	case "embedded":
+		embeddedOnce.Do(func() {
+			m, err := embedded.Redis()
+			if err != nil {
+				embeddedAddr = "embedded-redis-failed:0" // the ping then fails with a clear address
+				return
+			}
+			embeddedAddr = m.Addr()
+		})
+		return embeddedAddr
+	default:
 		return a
 	}
-	return DefaultAddr
 }
+
+var (
+	embeddedOnce sync.Once
+	embeddedAddr string
+)
 
 // Options returns client options for Addr, for tests that need their own
 // client (a larger pool for a benchmark). Call Client first so the test skips
