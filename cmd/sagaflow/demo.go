@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sagaflow/sagaflow/idempotency/embedded"
+	"github.com/sagaflow/sagaflow/orders"
+	"github.com/sagaflow/sagaflow/payment"
+	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+	"github.com/sagaflow/sagaflow/stock"
+)
+
+func init() {
+	commands["demo"] = command{"try it: everything in one process, with the web page (embedded Kafka and Redis unless -kafka/-redis)", runDemo}
+}
+
+// runDemo runs the whole system in one process: the orders API and web
+// page, the orchestrator, and the stock and payment participants with demo
+// scenarios on, seeded with the demo catalogue and customers. With no
+// flags it brings its own Kafka-protocol broker and Redis, in memory.
+//
+// Its flags are its own rather than infraFlags: those default to the
+// SAGAFLOW_KAFKA and SAGAFLOW_REDIS the Makefile exports, and `make demo`
+// must not quietly turn into a demo on the test infrastructure.
+func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	kafkaAddr := fs.String("kafka", "", "Kafka bootstrap servers; empty runs an embedded broker that keeps nothing")
+	redisAddr := fs.String("redis", "", "Redis address (host:port or redis:// URL); empty runs an embedded Redis that keeps nothing")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address of the web page and the API")
+	partitions := fs.Int("partitions", 4, "partitions per topic")
+	token := fs.String("operator-token", "", "bearer token of the operator endpoints (env SAGAFLOW_OPERATOR_TOKEN); none: they answer 401")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	host, _ := os.Hostname()
+	instance := fs.String("instance", "demo-"+host, "this demo's name on Kafka (its transactional ids); give each demo sharing one Kafka its own")
+	timings := sagaTimingFlags(fs, orders.DemoSagaConfig())
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *partitions < 1 {
+		return fmt.Errorf("-partitions must be at least 1, got %d", *partitions)
+	}
+	if *token == "" {
+		*token = os.Getenv("SAGAFLOW_OPERATOR_TOKEN")
+	}
+	lvl, err := zapcore.ParseLevel(*logLevel)
+	if err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logCfg := zap.NewDevelopmentConfig()
+	logCfg.Level = zap.NewAtomicLevelAt(lvl)
+	logCfg.DisableStacktrace = true
+	log, err := logCfg.Build()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	start := time.Now()
+
+	if *kafkaAddr == "" || *redisAddr == "" {
+		fmt.Fprintln(stdout, "sagaflow demo: embedded mode. The embedded Kafka-protocol broker and Redis keep everything in memory:")
+		fmt.Fprintln(stdout, "nothing is written to disk and all of it is gone when this process ends. It is for trying sagaflow,")
+		fmt.Fprintln(stdout, "not for durability; -kafka and -redis run the same demo on real ones.")
+	}
+	brokers := *kafkaAddr
+	if brokers == "" {
+		b, err := kafkatx.StartEmbedded(*partitions)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		brokers = b.Brokers()
+		fmt.Fprintf(stdout, "  Kafka: embedded broker at %s (in memory)\n", brokers)
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := kafkatx.CreateTopics(cctx, brokers, kafkatx.SagaflowTopics(*partitions))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("kafka at %s: %w", brokers, err)
+		}
+		fmt.Fprintf(stdout, "  Kafka: %s\n", brokers)
+	}
+	rdb, closeRedis, err := demoRedis(ctx, *redisAddr, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+
+	stocks, err := stock.NewStore(stock.Config{}, rdb, log)
+	if err != nil {
+		return err
+	}
+	accounts, err := payment.NewStore(payment.Config{}, rdb, log)
+	if err != nil {
+		return err
+	}
+	if err := stocks.Load(ctx); err != nil {
+		return err
+	}
+	if err := accounts.Load(ctx); err != nil {
+		return err
+	}
+	// Seeding keeps what exists: on a real Redis a second demo goes on with
+	// the stock and balances the first one left.
+	if _, err := stocks.Seed(ctx, stock.DemoCatalogue()); err != nil {
+		return err
+	}
+	if _, err := accounts.Seed(ctx, payment.DemoCustomers()); err != nil {
+		return err
+	}
+
+	orch, err := newOrderOrchestrator(brokers, *instance, timings(), log.Named("orchestrator"))
+	if err != nil {
+		return err
+	}
+	stockP, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: saga.Kafka{Brokers: brokers, InstanceID: *instance},
+		CommandTopic: kafkatx.TopicStockCommands, ReplyTopic: kafkatx.TopicStockReplies},
+		stock.NewService(stocks, log.Named("stock")).Handle, log.Named("stock"))
+	if err != nil {
+		return err
+	}
+	payP, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: saga.Kafka{Brokers: brokers, InstanceID: *instance},
+		CommandTopic: kafkatx.TopicPaymentCommands, ReplyTopic: kafkatx.TopicPaymentReplies},
+		payment.NewService(accounts, payment.ServiceConfig{DemoScenarios: true}, log.Named("payment")).Handle, log.Named("payment"))
+	if err != nil {
+		return err
+	}
+
+	return runTogether(ctx, log, map[string]func(context.Context) error{
+		"orchestrator": orch.Run,
+		"stock":        stockP.Run,
+		"payment":      payP.Run,
+		"orders": func(ctx context.Context) error {
+			return serveOrders(ctx, ordersServer{
+				addr: *addr, brokers: brokers, partitions: *partitions, rdb: rdb,
+				catalog: catalog{stocks}, accounts: customers{accounts},
+				cfg: orders.Config{OperatorToken: *token}, log: log.Named("orders"),
+				listening: func(url string) {
+					fmt.Fprintf(stdout, "\nsagaflow demo ready in %.1fs: open %s\n", time.Since(start).Seconds(), url)
+					fmt.Fprintln(stdout, "Customers alice, bob (per-order limit 200.00) and carol (12.00 in her account); the teapot has 2 in stock.")
+					fmt.Fprintln(stdout, "Ctrl-C stops it.")
+				},
+			})
+		},
+	})
+}
+
+// demoRedis connects to addr, or starts an embedded Redis when addr is empty.
+func demoRedis(ctx context.Context, addr string, stdout io.Writer) (*redis.Client, func(), error) {
+	var stop func()
+	if addr == "" {
+		m, err := embedded.Redis()
+		if err != nil {
+			return nil, nil, err
+		}
+		addr, stop = m.Addr(), m.Close
+		fmt.Fprintf(stdout, "  Redis: embedded at %s (in memory)\n", addr)
+	} else {
+		fmt.Fprintf(stdout, "  Redis: %s\n", addr)
+	}
+	opt := &redis.Options{Addr: addr}
+	if strings.Contains(addr, "://") {
+		var err error
+		if opt, err = redis.ParseURL(addr); err != nil {
+			return nil, nil, fmt.Errorf("-redis: %w", err)
+		}
+	}
+	rdb := redis.NewClient(opt)
+	closeAll := func() {
+		_ = rdb.Close()
+		if stop != nil {
+			stop()
+		}
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("redis at %s: %w", addr, err)
+	}
+	return rdb, closeAll, nil
+}
+
+// runTogether runs every part until ctx is done or one of them stops: a part
+// that stops on its own (an error, or a return it should not make) stops
+// the others, so the demo never runs half its system.
+func runTogether(ctx context.Context, log *zap.Logger, parts map[string]func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for name, run := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := run(ctx)
+			if ctx.Err() == nil {
+				if err == nil {
+					err = errors.New("stopped")
+				}
+				err = fmt.Errorf("%s: %w", name, err)
+				log.Error("part of the demo stopped; stopping the rest", zap.Error(err))
+			}
+			mu.Lock()
+			if first == nil && err != nil && !errors.Is(err, context.Canceled) {
+				first = err
+			}
+			mu.Unlock()
+			cancel()
+		}()
+	}
+	wg.Wait()
+	return first
+}

@@ -1,0 +1,164 @@
+package orders
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+// OrderPlaced is the order as the saga carries it: the body of OrderPlaced on
+// orders.events, the saga's data, and the payload of every command
+// (docs/messages.md). Amounts are int64 cents, priced from the catalogue when
+// the order was placed.
+type OrderPlaced struct {
+	OrderID    string `json:"order_id"`
+	CustomerID string `json:"customer_id"`
+	Lines      []Line `json:"lines"`
+	TotalCents int64  `json:"total_cents"`
+	// Scenario is for the demo only: "" or ScenarioSlowPayment.
+	Scenario string `json:"scenario"`
+}
+
+// Line is one product of an order.
+type Line struct {
+	ProductID      string `json:"product_id"`
+	Quantity       int64  `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+// ScenarioSlowPayment asks a payment participant started with demo scenarios
+// on to withhold its reply, so that the charge times out and the saga
+// compensates.
+const ScenarioSlowPayment = "slow-payment"
+
+// Status is where an order is, as the API shows it: the saga's state, or
+// Placed before the orchestrator has started the saga.
+type Status string
+
+const (
+	StatusPlaced       Status = "Placed"
+	StatusRunning      Status = "Running"
+	StatusCompensating Status = "Compensating"
+	StatusCompleted    Status = "Completed"
+	StatusCancelled    Status = "Cancelled"
+	StatusFailed       Status = "Failed"
+)
+
+// Statuses returns every status, in the order an order can reach them.
+func Statuses() []Status { return slices.Clone(statuses) }
+
+var statuses = []Status{StatusPlaced, StatusRunning, StatusCompensating, StatusCompleted, StatusCancelled, StatusFailed}
+
+// statusOf maps a saga state to an order status. Started never reaches a
+// snapshot (Transition leaves it within the call that creates the saga), so
+// it reads as Placed.
+func statusOf(s saga.State) Status {
+	switch s {
+	case saga.Running:
+		return StatusRunning
+	case saga.Compensating:
+		return StatusCompensating
+	case saga.Completed:
+		return StatusCompleted
+	case saga.Cancelled:
+		return StatusCancelled
+	case saga.Failed:
+		return StatusFailed
+	}
+	return StatusPlaced
+}
+
+// Order is an order with its saga's progress: the API's Order
+// (docs/http-api.md). Values are immutable once published by the read
+// model: their slices are shared, never written.
+type Order struct {
+	OrderID    string    `json:"order_id"`
+	CustomerID string    `json:"customer_id"`
+	Scenario   string    `json:"scenario"`
+	Lines      []Line    `json:"lines"`
+	TotalCents int64     `json:"total_cents"`
+	Status     Status    `json:"status"`
+	Reason     string    `json:"reason"`
+	PlacedAt   time.Time `json:"placed_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	// Steps and History are the saga instance's; empty while Placed.
+	Steps   []saga.StepState `json:"steps"`
+	History []saga.Change    `json:"history"`
+	// step is the index of the saga's current step (Instance.Step); rev
+	// counts the read model's changes to this order, so a stream can tell a
+	// change it already sent.
+	step int
+	rev  uint64
+}
+
+// Summary is an order without its lines, steps and history, plus the name
+// of the current step: the API's OrderSummary, for lists and the all-orders
+// stream.
+type Summary struct {
+	OrderID    string    `json:"order_id"`
+	CustomerID string    `json:"customer_id"`
+	Scenario   string    `json:"scenario"`
+	TotalCents int64     `json:"total_cents"`
+	Status     Status    `json:"status"`
+	Reason     string    `json:"reason"`
+	Step       string    `json:"step"`
+	PlacedAt   time.Time `json:"placed_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// Summary returns o's summary.
+func (o Order) Summary() Summary {
+	s := Summary{OrderID: o.OrderID, CustomerID: o.CustomerID, Scenario: o.Scenario, TotalCents: o.TotalCents,
+		Status: o.Status, Reason: o.Reason, PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt}
+	if o.step >= 0 && o.step < len(o.Steps) {
+		s.Step = o.Steps[o.step].Name
+	}
+	return s
+}
+
+// Product is a catalogue entry with its stock (GET /products).
+type Product struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"price_cents"`
+	Available  int64  `json:"available"`
+	Reserved   int64  `json:"reserved"`
+	Sold       int64  `json:"sold"`
+}
+
+// Customer is an account (GET /customers/{id}).
+type Customer struct {
+	ID              string `json:"id"`
+	Name            string `json:"name"`
+	BalanceCents    int64  `json:"balance_cents"`
+	OrderLimitCents int64  `json:"order_limit_cents"`
+}
+
+// ErrNotFound is what Catalog.Product and Accounts.Customer wrap when the id
+// names nothing.
+var ErrNotFound = errors.New("orders: not found")
+
+// Catalog is the product catalogue with stock levels; the stock
+// participant's store provides it.
+type Catalog interface {
+	// Products returns every product, in a stable order.
+	Products(ctx context.Context) ([]Product, error)
+	// Product returns one product; an error wrapping ErrNotFound means there
+	// is no such product, any other error that the catalogue cannot be read
+	// now (the request may be retried).
+	Product(ctx context.Context, id string) (Product, error)
+}
+
+// Accounts holds the customers and their balances; the payment
+// participant's store provides it.
+type Accounts interface {
+	// Customers returns every customer, in a stable order.
+	Customers(ctx context.Context) ([]Customer, error)
+	// Customer returns one customer; an error wrapping ErrNotFound means
+	// there is no such customer, any other error that the accounts cannot be
+	// read now.
+	Customer(ctx context.Context, id string) (Customer, error)
+}

@@ -1,0 +1,462 @@
+package orders
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+)
+
+// ReadModelConfig configures a ReadModel.
+type ReadModelConfig struct {
+	// Brokers is the Kafka bootstrap list. Required.
+	Brokers string
+	// StateTopic holds the orchestrator's snapshots; EventsTopic OrderPlaced
+	// and the end events. Defaults saga.state and orders.events.
+	StateTopic, EventsTopic string
+}
+
+func (c ReadModelConfig) withDefaults() ReadModelConfig {
+	if c.StateTopic == "" {
+		c.StateTopic = kafkatx.TopicSagaState
+	}
+	if c.EventsTopic == "" {
+		c.EventsTopic = kafkatx.TopicOrderEvents
+	}
+	return c
+}
+
+// Validate reports what is wrong with the configuration.
+func (c ReadModelConfig) Validate() error {
+	if c.Brokers == "" {
+		return errors.New("orders: invalid read model config: no Brokers")
+	}
+	return nil
+}
+
+// ReadModel is the orders as the log says they are. It follows saga.state
+// and orders.events from the beginning with read_committed (kafkatx.Follow),
+// so it sees exactly what the orchestrator committed and can always be
+// rebuilt:
+//
+//   - OrderPlaced creates a Placed order with the event's data. A second
+//     OrderPlaced for the same id changes nothing, as the orchestrator
+//     ignores a second start.
+//   - A snapshot gives the status, steps and history. It is the truth; a
+//     snapshot can arrive before the OrderPlaced it follows (they are on
+//     different topics), so it creates the order from the saga's data if
+//     needed.
+//   - An end event (OrderConfirmed, OrderCancelled, OrderFailed) is committed
+//     with the snapshot that ends the saga and confirms its end; it is
+//     applied only if that snapshot has not been read yet, so an old
+//     OrderFailed read after an operator retry's snapshot cannot undo it.
+//
+// It holds every order in memory: fine for the demo and one service; a
+// store with an index is the next step for a long-lived deployment.
+type ReadModel struct {
+	cfg ReadModelConfig
+	log *zap.Logger
+
+	mu     sync.RWMutex
+	orders map[string]*entry
+	// next[topic][partition] is the next offset to apply: a restarted Follow
+	// reads from the beginning again, and what was applied is skipped.
+	next   map[string]map[int32]int64
+	subs   map[*Subscription]struct{}
+	counts map[Status]int
+
+	applied, skipped atomic.Int64
+}
+
+// entry is the read model's record of one order.
+type entry struct {
+	order Order
+	// version is the applied snapshot's Version; zero with no snapshot.
+	version     uint64
+	hasSnapshot bool
+	// ends counts the end events read, by the state they report; history
+	// counts the snapshot's history entries into that state. An end event
+	// whose count exceeds the snapshot's is news; one that does not is old.
+	ends map[saga.State]int
+}
+
+// NewReadModel returns a read model; Run fills it. A nil log means no
+// logging.
+func NewReadModel(cfg ReadModelConfig, log *zap.Logger) (*ReadModel, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &ReadModel{cfg: cfg.withDefaults(), log: log, orders: map[string]*entry{},
+		next: map[string]map[int32]int64{}, subs: map[*Subscription]struct{}{}, counts: map[Status]int{}}, nil
+}
+
+// Run follows the topics until ctx is done, then returns nil. When the
+// follow fails (the topics do not exist yet, the broker is unreachable for
+// good) it logs and starts again after a pause: a read model that stopped
+// would show stale orders as if they were current.
+func (m *ReadModel) Run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for {
+		err := kafkatx.Follow(ctx, m.cfg.Brokers, []string{m.cfg.StateTopic, m.cfg.EventsTopic}, m.apply)
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.log.Warn("read model follow stopped; starting again", zap.Duration("after", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// Get returns the order with id.
+func (m *ReadModel) Get(id string) (Order, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e, ok := m.orders[id]
+	if !ok {
+		return Order{}, false
+	}
+	return e.order, true
+}
+
+// List returns up to limit orders with the given status ("" for any),
+// newest first.
+func (m *ReadModel) List(status Status, limit int) []Order {
+	m.mu.RLock()
+	out := make([]Order, 0, min(limit, len(m.orders)))
+	for _, e := range m.orders {
+		if status == "" || e.order.Status == status {
+			out = append(out, e.order)
+		}
+	}
+	m.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Order) int {
+		if c := b.PlacedAt.Compare(a.PlacedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.OrderID, a.OrderID)
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// Counts returns the number of orders in each status.
+func (m *ReadModel) Counts() map[Status]int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make(map[Status]int, len(statuses))
+	for _, s := range statuses {
+		out[s] = m.counts[s]
+	}
+	return out
+}
+
+// Stats says how many records the read model applied and skipped
+// (undecodable, of another saga type, or already applied).
+func (m *ReadModel) Stats() (applied, skipped int64) { return m.applied.Load(), m.skipped.Load() }
+
+// Subscribers returns how many subscriptions are open.
+func (m *ReadModel) Subscribers() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.subs)
+}
+
+// Wait returns the order with id once cond holds for it, or ctx's error (with
+// the last state seen, if any). For tests and for callers that must see
+// their own write.
+func (m *ReadModel) Wait(ctx context.Context, id string, cond func(Order) bool) (Order, error) {
+	sub := m.Subscribe(id)
+	defer sub.Close()
+	o, ok := m.Get(id)
+	for {
+		if ok && cond(o) {
+			return o, nil
+		}
+		select {
+		case <-ctx.Done():
+			if ok {
+				return o, fmt.Errorf("orders: order %s is %s: %w", id, o.Status, ctx.Err())
+			}
+			return o, fmt.Errorf("orders: order %s not seen: %w", id, ctx.Err())
+		case <-sub.C():
+			for _, n := range sub.Next() {
+				o, ok = n, true
+			}
+		}
+	}
+}
+
+// placed records an order this process just produced and Kafka
+// acknowledged, so the client that placed it can read it at once. It is the
+// same record Follow will read: the OrderPlaced it produced is committed
+// (it is not transactional), and applying it again changes nothing.
+func (m *ReadModel) placed(o OrderPlaced, at time.Time) Order {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.orders[o.OrderID]; ok {
+		return e.order
+	}
+	return m.create(o, at)
+}
+
+// create adds a Placed order. m.mu is held.
+func (m *ReadModel) create(o OrderPlaced, at time.Time) Order {
+	e := &entry{order: Order{OrderID: o.OrderID, CustomerID: o.CustomerID, Scenario: o.Scenario,
+		Lines: nonNil(o.Lines), TotalCents: o.TotalCents, Status: StatusPlaced,
+		PlacedAt: at.UTC(), UpdatedAt: at.UTC(), Steps: []saga.StepState{}, History: []saga.Change{}}}
+	e.order.rev = 1
+	m.orders[o.OrderID] = e
+	m.counts[StatusPlaced]++
+	m.publish(e.order)
+	return e.order
+}
+
+// apply is Follow's callback: one record, on Follow's goroutine.
+func (m *ReadModel) apply(r kafkatx.Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	parts := m.next[r.Topic]
+	if parts == nil {
+		parts = map[int32]int64{}
+		m.next[r.Topic] = parts
+	}
+	if r.Offset < parts[r.Partition] {
+		m.skipped.Add(1)
+		return
+	}
+	parts[r.Partition] = r.Offset + 1
+	var ok bool
+	switch r.Topic {
+	case m.cfg.StateTopic:
+		ok = m.snapshot(r)
+	case m.cfg.EventsTopic:
+		ok = m.event(r)
+	}
+	if ok {
+		m.applied.Add(1)
+	} else {
+		m.skipped.Add(1)
+	}
+}
+
+// snapshot applies a saga.state record. m.mu is held.
+func (m *ReadModel) snapshot(r kafkatx.Record) bool {
+	if len(r.Value) == 0 {
+		return false // a tombstone: nothing in sagaflow writes one, and it carries no state
+	}
+	var in saga.Instance
+	if err := json.Unmarshal(r.Value, &in); err != nil || in.ID == "" {
+		m.log.Warn("unreadable snapshot", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
+			zap.Int64("offset", r.Offset), zap.Error(err))
+		return false
+	}
+	if in.Type != SagaType {
+		return false
+	}
+	e, ok := m.orders[in.ID]
+	if !ok {
+		data, err := decodeOrderPlaced(in.Data)
+		if err != nil {
+			m.log.Warn("snapshot without an order", zap.String("saga_id", in.ID), zap.Error(err))
+			return false
+		}
+		data.OrderID = in.ID
+		at := r.Timestamp
+		if len(in.History) > 0 {
+			at = in.History[0].At
+		}
+		m.create(data, at)
+		e = m.orders[in.ID]
+	}
+	if e.hasSnapshot && in.Version <= e.version {
+		// Same or older: only Ignored moved (a duplicate reply), which the
+		// API does not show.
+		return true
+	}
+	o := e.order
+	m.counts[o.Status]--
+	o.Status, o.Reason, o.step = statusOf(in.State), in.Reason, in.Step
+	o.Steps, o.History = nonNil(in.Steps), nonNil(in.History)
+	if n := len(in.History); n > 0 {
+		o.UpdatedAt = in.History[n-1].At.UTC()
+	}
+	o.rev++
+	e.order, e.version, e.hasSnapshot = o, in.Version, true
+	m.counts[o.Status]++
+	m.publish(o)
+	return true
+}
+
+// event applies an orders.events record. m.mu is held.
+func (m *ReadModel) event(r kafkatx.Record) bool {
+	env, err := saga.Decode(r)
+	if err != nil {
+		// The orchestrator dead-letters it; here it is simply not an order.
+		m.log.Warn("undecodable record", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
+			zap.Int64("offset", r.Offset), zap.Error(err))
+		return false
+	}
+	switch env.Type {
+	case TypeOrderPlaced:
+		if _, ok := m.orders[env.SagaID]; ok {
+			return true
+		}
+		o, err := decodeOrderPlaced(env.Payload)
+		if err != nil || o.OrderID != env.SagaID {
+			m.log.Warn("OrderPlaced without an order", zap.String("saga_id", env.SagaID), zap.Error(err))
+			return false
+		}
+		m.create(o, r.Timestamp)
+		return true
+	case TypeOrderConfirmed, TypeOrderCancelled, TypeOrderFailed:
+		var ev saga.EndEvent
+		if err := json.Unmarshal(env.Payload, &ev); err != nil || !terminal(ev.State) {
+			m.log.Warn("unreadable end event", zap.String("saga_id", env.SagaID), zap.Error(err))
+			return false
+		}
+		e, ok := m.orders[env.SagaID]
+		if !ok {
+			o, err := decodeOrderPlaced(ev.Data)
+			if err != nil {
+				m.log.Warn("end event without an order", zap.String("saga_id", env.SagaID), zap.Error(err))
+				return false
+			}
+			o.OrderID = env.SagaID
+			m.create(o, r.Timestamp)
+			e = m.orders[env.SagaID]
+		}
+		if e.ends == nil {
+			e.ends = map[saga.State]int{}
+		}
+		e.ends[ev.State]++
+		reached := 0
+		for _, c := range e.order.History {
+			if c.To == ev.State {
+				reached++
+			}
+		}
+		if e.ends[ev.State] <= reached {
+			return true // its snapshot was read already
+		}
+		o := e.order
+		m.counts[o.Status]--
+		o.Status, o.Reason, o.UpdatedAt = statusOf(ev.State), ev.Reason, r.Timestamp.UTC()
+		o.rev++
+		e.order = o
+		m.counts[o.Status]++
+		m.publish(o)
+		return true
+	}
+	return false // not for the read model
+}
+
+func terminal(s saga.State) bool {
+	return s == saga.Completed || s == saga.Cancelled || s == saga.Failed
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// maxQueue is how many changes a subscription holds before it keeps only
+// the newest of each order: a client that cannot keep up misses
+// intermediate states, never the latest one.
+const maxQueue = 256
+
+// Subscription receives every change to the orders it watches. It never
+// blocks the read model: changes queue up, and a receiver that falls far
+// behind gets the newest state of each changed order.
+type Subscription struct {
+	m      *ReadModel
+	id     string // "" watches every order
+	signal chan struct{}
+
+	mu    sync.Mutex
+	queue []Order
+}
+
+// Subscribe watches the order with id, or every order when id is "". Close
+// it when done.
+func (m *ReadModel) Subscribe(id string) *Subscription {
+	s := &Subscription{m: m, id: id, signal: make(chan struct{}, 1)}
+	m.mu.Lock()
+	m.subs[s] = struct{}{}
+	m.mu.Unlock()
+	return s
+}
+
+// C is signalled when changes are waiting; Next takes them.
+func (s *Subscription) C() <-chan struct{} { return s.signal }
+
+// Next returns the changes waiting, oldest first, and clears them.
+func (s *Subscription) Next() []Order {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	return q
+}
+
+// Close stops the subscription. It may be called more than once.
+func (s *Subscription) Close() {
+	s.m.mu.Lock()
+	delete(s.m.subs, s)
+	s.m.mu.Unlock()
+}
+
+// publish hands o to the subscriptions that watch it. m.mu is held.
+func (m *ReadModel) publish(o Order) {
+	for s := range m.subs {
+		if s.id != "" && s.id != o.OrderID {
+			continue
+		}
+		s.mu.Lock()
+		if len(s.queue) >= maxQueue {
+			s.queue = newestEach(s.queue)
+		}
+		s.queue = append(s.queue, o)
+		s.mu.Unlock()
+		select {
+		case s.signal <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// newestEach keeps the last change of each order, in the order of those last
+// changes.
+func newestEach(q []Order) []Order {
+	last := make(map[string]int, len(q))
+	for i, o := range q {
+		last[o.OrderID] = i
+	}
+	out := q[:0:0]
+	for i, o := range q {
+		if last[o.OrderID] == i {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,251 @@
+package orders
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+)
+
+// The read model's rules are pure: these tests feed it records by hand.
+
+func newTestReadModel(t *testing.T) *ReadModel {
+	t.Helper()
+	m, err := NewReadModel(ReadModelConfig{Brokers: "unused:9"}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func testOrder(id, customer string) OrderPlaced {
+	return OrderPlaced{OrderID: id, CustomerID: customer,
+		Lines: []Line{{ProductID: "tea", Quantity: 2, UnitPriceCents: 450}}, TotalCents: 900}
+}
+
+func placedEnvelope(o OrderPlaced) saga.Envelope {
+	b, _ := json.Marshal(o)
+	return saga.Envelope{MessageID: saga.NewMessageID(), SagaID: o.OrderID, Type: TypeOrderPlaced, Payload: b}
+}
+
+func TestReadModelPlacedThenSagaToCompleted(t *testing.T) {
+	m := newTestReadModel(t)
+	sub := m.Subscribe("")
+	defer sub.Close()
+	o := testOrder("ord-1", "alice")
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, placedEnvelope(o))
+
+	got, ok := m.Get("ord-1")
+	if !ok || got.Status != StatusPlaced || got.TotalCents != 900 || len(got.Steps) != 0 || got.Steps == nil {
+		t.Fatalf("after OrderPlaced: %+v", got)
+	}
+	// A second OrderPlaced for the id changes nothing, as the orchestrator
+	// ignores a second start.
+	other := testOrder("ord-1", "mallory")
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, placedEnvelope(other))
+	if got, _ := m.Get("ord-1"); got.CustomerID != "alice" {
+		t.Fatalf("second OrderPlaced replaced the first: %+v", got)
+	}
+
+	run := startSaga(t, o)
+	feed(t, m, kafkatx.TopicSagaState, "ord-1", run.snapshot())
+	got, _ = m.Get("ord-1")
+	if got.Status != StatusRunning || got.Summary().Step != StepReserveStock || len(got.History) != 1 {
+		t.Fatalf("after first snapshot: %+v", got)
+	}
+	run.reply(saga.Success)
+	run.reply(saga.Success)
+	run.reply(saga.Success)
+	if run.inst.State != saga.Completed {
+		t.Fatalf("saga is %s", run.inst.State)
+	}
+	feed(t, m, kafkatx.TopicSagaState, "ord-1", run.snapshot())
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, run.endEvent())
+	got, _ = m.Get("ord-1")
+	if got.Status != StatusCompleted || got.Summary().Step != StepConfirmOrder || got.Reason != "" {
+		t.Fatalf("after completion: %+v", got)
+	}
+	if c := m.Counts(); c[StatusCompleted] != 1 || c[StatusPlaced] != 0 || c[StatusRunning] != 0 {
+		t.Fatalf("counts %v", c)
+	}
+	var statuses []Status
+	for _, o := range sub.Next() {
+		statuses = append(statuses, o.Status)
+	}
+	if fmt.Sprint(statuses) != "[Placed Running Completed]" {
+		t.Fatalf("subscriber saw %v", statuses)
+	}
+}
+
+func TestReadModelSnapshotBeforeOrderPlaced(t *testing.T) {
+	// saga.state and orders.events are different topics: their records
+	// arrive in any order relative to each other.
+	m := newTestReadModel(t)
+	o := testOrder("ord-2", "alice")
+	run := startSaga(t, o)
+	feed(t, m, kafkatx.TopicSagaState, "ord-2", run.snapshot())
+	got, ok := m.Get("ord-2")
+	if !ok || got.Status != StatusRunning || got.CustomerID != "alice" || len(got.Lines) != 1 {
+		t.Fatalf("order from snapshot: %+v", got)
+	}
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, placedEnvelope(o))
+	if got, _ := m.Get("ord-2"); got.Status != StatusRunning {
+		t.Fatalf("OrderPlaced after the snapshot moved the order back to %s", got.Status)
+	}
+}
+
+func TestReadModelEndEventBeforeItsSnapshot(t *testing.T) {
+	m := newTestReadModel(t)
+	o := testOrder("ord-3", "broke")
+	run := startSaga(t, o)
+	feed(t, m, kafkatx.TopicSagaState, "ord-3", run.snapshot())
+	run.reply(saga.Success) // reserved
+	run.reply(saga.Failure) // declined: release the stock
+	run.reply(saga.Success) // released
+	if run.inst.State != saga.Cancelled {
+		t.Fatalf("saga is %s", run.inst.State)
+	}
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, run.endEvent())
+	got, _ := m.Get("ord-3")
+	if got.Status != StatusCancelled || got.Reason == "" {
+		t.Fatalf("end event not applied: %+v", got)
+	}
+	feed(t, m, kafkatx.TopicSagaState, "ord-3", run.snapshot())
+	got, _ = m.Get("ord-3")
+	if got.Status != StatusCancelled || got.Steps[0].Status != saga.StepCompensated || got.Steps[1].Status != saga.StepFailed {
+		t.Fatalf("after the snapshot: %+v", got)
+	}
+	if c := m.Counts(); c[StatusCancelled] != 1 || c[StatusRunning] != 0 {
+		t.Fatalf("counts %v", c)
+	}
+}
+
+// An OrderFailed read after the snapshot of an operator retry is old news:
+// applying it would show the retried order as Failed again.
+func TestReadModelOldEndEventAfterRetryIsIgnored(t *testing.T) {
+	m := newTestReadModel(t)
+	o := testOrder("ord-4", "alice")
+	run := startSaga(t, o)
+	run.reply(saga.Success) // reserved
+	run.reply(saga.Success) // charged
+	for run.inst.State == saga.Running {
+		run.reply(saga.Transient) // the pivot runs out of attempts
+	}
+	if run.inst.State != saga.Failed {
+		t.Fatalf("saga is %s", run.inst.State)
+	}
+	failed := run.endEvent()
+	run.step(saga.Input{Kind: saga.KindOperator, Operator: saga.Operator{Op: saga.OpRetry, Reason: "test"}})
+	feed(t, m, kafkatx.TopicSagaState, "ord-4", run.snapshot())
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, failed)
+	if got, _ := m.Get("ord-4"); got.Status != StatusRunning {
+		t.Fatalf("old OrderFailed applied over the retry: %s", got.Status)
+	}
+	// The retry fails again: that new OrderFailed is news even before its
+	// snapshot arrives.
+	for run.inst.State == saga.Running {
+		run.reply(saga.Transient)
+	}
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, run.endEvent())
+	if got, _ := m.Get("ord-4"); got.Status != StatusFailed {
+		t.Fatalf("second OrderFailed not applied: %s", got.Status)
+	}
+}
+
+func TestReadModelSkipsReplayedAndForeignRecords(t *testing.T) {
+	m := newTestReadModel(t)
+	o := testOrder("ord-5", "alice")
+	msg := placedEnvelope(o).Message(kafkatx.TopicOrderEvents)
+	rec := kafkatx.Record{Topic: kafkatx.TopicOrderEvents, Partition: 3, Offset: 7, Key: msg.Key, Value: msg.Value, Headers: msg.Headers}
+	m.apply(rec)
+	m.apply(rec) // a restarted Follow reads from the beginning again
+	rec.Offset = 8
+	rec.Value = []byte("not json")
+	m.apply(rec)
+	// A snapshot of another saga type shares saga.state.
+	m.apply(kafkatx.Record{Topic: kafkatx.TopicSagaState, Offset: 1,
+		Value: []byte(`{"id":"x","type":"shipping","state":"Running","steps":[]}`)})
+	applied, skipped := m.Stats()
+	if applied != 1 || skipped != 3 {
+		t.Fatalf("applied %d skipped %d, want 1 and 3", applied, skipped)
+	}
+	if len(m.List("", 10)) != 1 {
+		t.Fatalf("orders: %+v", m.List("", 10))
+	}
+}
+
+func TestReadModelListNewestFirst(t *testing.T) {
+	m := newTestReadModel(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 5 {
+		m.placed(testOrder(fmt.Sprintf("ord-%d", i), "alice"), t0.Add(time.Duration(i)*time.Second))
+	}
+	run := startSaga(t, testOrder("ord-1", "alice"))
+	feed(t, m, kafkatx.TopicSagaState, "ord-1", run.snapshot())
+	var ids []string
+	for _, o := range m.List("", 3) {
+		ids = append(ids, o.OrderID)
+	}
+	if fmt.Sprint(ids) != "[ord-4 ord-3 ord-2]" {
+		t.Fatalf("List = %v", ids)
+	}
+	if l := m.List(StatusRunning, 10); len(l) != 1 || l[0].OrderID != "ord-1" {
+		t.Fatalf("List(Running) = %+v", l)
+	}
+}
+
+func TestSubscriptionKeepsNewestWhenBehind(t *testing.T) {
+	m := newTestReadModel(t)
+	one := m.Subscribe("ord-a")
+	all := m.Subscribe("")
+	defer one.Close()
+	defer all.Close()
+	for i := range maxQueue + 10 {
+		m.placed(testOrder(fmt.Sprintf("ord-%03d", i), "alice"), time.Now())
+	}
+	m.placed(testOrder("ord-a", "alice"), time.Now())
+	if q := one.Next(); len(q) != 1 || q[0].OrderID != "ord-a" {
+		t.Fatalf("one-order subscription got %d changes", len(q))
+	}
+	// Every order changed once, so compacting keeps all of them.
+	if q := all.Next(); len(q) != maxQueue+11 {
+		t.Fatalf("all-orders subscription got %d changes, want %d", len(q), maxQueue+11)
+	}
+	all.Close()
+	one.Close()
+	if n := m.Subscribers(); n != 0 {
+		t.Fatalf("%d subscribers after Close", n)
+	}
+}
+
+func TestWaitSeesLaterChange(t *testing.T) {
+	m := newTestReadModel(t)
+	o := testOrder("ord-w", "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan Order, 1)
+	go func() {
+		got, err := m.Wait(ctx, "ord-w", func(o Order) bool { return o.Status == StatusRunning })
+		if err != nil {
+			t.Error(err)
+		}
+		done <- got
+	}()
+	m.placed(o, time.Now())
+	run := startSaga(t, o)
+	feed(t, m, kafkatx.TopicSagaState, "ord-w", run.snapshot())
+	if got := <-done; got.Status != StatusRunning {
+		t.Fatalf("Wait returned %s", got.Status)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel2()
+	if _, err := m.Wait(short, "ord-w", func(o Order) bool { return o.Status == StatusCompleted }); err == nil {
+		t.Fatal("Wait for a state never reached returned no error")
+	}
+}
