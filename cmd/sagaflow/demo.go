@@ -144,7 +144,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		"payment":      payP.Run,
 		"orders": func(ctx context.Context) error {
 			return serveOrders(ctx, ordersServer{
-				addr: *addr, brokers: brokers, partitions: *partitions, rdb: rdb,
+				addr: *addr, brokers: brokers, rdb: rdb,
 				catalog: catalog{stocks}, accounts: customers{accounts},
 				cfg: orders.Config{OperatorToken: *token}, log: log.Named("orders"),
 				listening: func(url string) {

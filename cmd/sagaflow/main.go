@@ -12,9 +12,11 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -138,4 +140,22 @@ func (in *infra) ensureTopics(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	return kafkatx.CreateTopics(ctx, *in.kafka, kafkatx.SagaflowTopics(*in.partitions))
+}
+
+// redisClient connects to --redis (host:port or a redis:// URL) and checks
+// that it answers.
+func (in *infra) redisClient(ctx context.Context) (*redis.Client, error) {
+	opt := &redis.Options{Addr: *in.redis}
+	if strings.Contains(*in.redis, "://") {
+		var err error
+		if opt, err = redis.ParseURL(*in.redis); err != nil {
+			return nil, fmt.Errorf("-redis: %w", err)
+		}
+	}
+	rdb := redis.NewClient(opt)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", *in.redis, err)
+	}
+	return rdb, nil
 }

@@ -44,7 +44,7 @@ func runOrders(ctx context.Context, args []string, stdout io.Writer) error {
 	defer func() { _ = log.Sync() }()
 	log = log.With(zap.String("service", "orders"), zap.String("instance", *in.instance))
 
-	rdb, err := dialParticipantRedis(ctx, in)
+	rdb, err := in.redisClient(ctx)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func runOrders(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return serveOrders(ctx, ordersServer{
-		addr: *addr, brokers: *in.kafka, partitions: *in.partitions, rdb: rdb,
+		addr: *addr, brokers: *in.kafka, rdb: rdb,
 		catalog: catalog{stocks}, accounts: customers{accounts},
 		cfg: orders.Config{OperatorToken: *token}, log: log,
 		listening: func(url string) { fmt.Fprintf(stdout, "orders API listening on %s\n", url) },
@@ -72,14 +72,13 @@ func runOrders(ctx context.Context, args []string, stdout io.Writer) error {
 
 // ordersServer is what serveOrders needs; `orders` and `demo` share it.
 type ordersServer struct {
-	addr       string
-	brokers    string
-	partitions int
-	rdb        *redis.Client
-	catalog    orders.Catalog
-	accounts   orders.Accounts
-	cfg        orders.Config
-	log        *zap.Logger
+	addr     string
+	brokers  string
+	rdb      *redis.Client
+	catalog  orders.Catalog
+	accounts orders.Accounts
+	cfg      orders.Config
+	log      *zap.Logger
 	// listening is called with the URL once the port is open.
 	listening func(url string)
 }
@@ -106,7 +105,7 @@ func serveOrders(ctx context.Context, s ordersServer) error {
 	svc, err := orders.New(s.cfg, orders.Deps{
 		Producer: producer, Idempotency: store, Orders: rm, Catalog: s.catalog, Accounts: s.accounts,
 		Ready: map[string]orders.Check{
-			"kafka": kafkaCheck(s.brokers, s.partitions),
+			"kafka": kafkaCheck(s.brokers),
 			"redis": func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 		},
 		Web: web.Handler(),
@@ -160,14 +159,9 @@ func serveOrders(ctx context.Context, s ordersServer) error {
 	return serveErr
 }
 
-// kafkaCheck is /readyz's Kafka check: a metadata request and an
-// idempotent create of orders.events (which exists, so nothing changes).
-// kafkatx has no metadata-only ping yet; this is the cheapest call it offers
-// that proves the cluster answers, and /readyz runs it at most once a second.
-func kafkaCheck(brokers string, partitions int) orders.Check {
-	return func(ctx context.Context) error {
-		return kafkatx.CreateTopics(ctx, brokers, []kafkatx.TopicSpec{{Name: kafkatx.TopicOrderEvents, Partitions: partitions}})
-	}
+// kafkaCheck is /readyz's Kafka check: a metadata request.
+func kafkaCheck(brokers string) orders.Check {
+	return func(ctx context.Context) error { return kafkatx.Ping(ctx, brokers) }
 }
 
 // catalog adapts the stock store to orders.Catalog: the orders package

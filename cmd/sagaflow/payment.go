@@ -31,7 +31,7 @@ func runPayment(ctx context.Context, args []string, _ io.Writer) error {
 	defer func() { _ = log.Sync() }()
 	log = log.With(zap.String("service", "payment"), zap.String("instance", *in.instance))
 
-	rdb, err := dialParticipantRedis(ctx, in)
+	rdb, err := in.redisClient(ctx)
 	if err != nil {
 		return err
 	}

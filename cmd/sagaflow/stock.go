@@ -5,9 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/sagaflow/sagaflow/saga"
@@ -34,7 +32,7 @@ func runStock(ctx context.Context, args []string, _ io.Writer) error {
 	defer func() { _ = log.Sync() }()
 	log = log.With(zap.String("service", "stock"), zap.String("instance", *in.instance))
 
-	rdb, err := dialParticipantRedis(ctx, in)
+	rdb, err := in.redisClient(ctx)
 	if err != nil {
 		return err
 	}
@@ -83,22 +81,4 @@ func runParticipantLoop(ctx context.Context, in *infra, log *zap.Logger, scope, 
 	}
 	log.Info("participant running", zap.String("commands", cmdTopic), zap.String("replies", replyTopic))
 	return p.Run(ctx)
-}
-
-// dialParticipantRedis connects to --redis (host:port or a redis:// URL) and checks
-// that it answers.
-func dialParticipantRedis(ctx context.Context, in *infra) (*redis.Client, error) {
-	opt := &redis.Options{Addr: *in.redis}
-	if strings.Contains(*in.redis, "://") {
-		var err error
-		if opt, err = redis.ParseURL(*in.redis); err != nil {
-			return nil, fmt.Errorf("-redis: %w", err)
-		}
-	}
-	rdb := redis.NewClient(opt)
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", *in.redis, err)
-	}
-	return rdb, nil
 }

@@ -55,6 +55,9 @@ func SagaflowTopics(partitions int) []TopicSpec {
 // left as it is, even with another partition count: changing the count would
 // move saga ids to other partitions under running instances.
 func CreateTopics(ctx context.Context, brokers string, topics []TopicSpec) error {
+	if len(topics) == 0 {
+		return nil // confluent-kafka-go panics on an empty list
+	}
 	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
 	if err != nil {
 		return fmt.Errorf("kafkatx: admin client: %w", err)
@@ -85,6 +88,24 @@ func CreateTopics(ctx context.Context, brokers string, topics []TopicSpec) error
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("kafkatx: create topics: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Ping checks that the cluster at brokers answers a metadata request: cheap
+// enough for a readiness endpoint, unlike Probe.
+func Ping(ctx context.Context, brokers string) error {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	if err != nil {
+		return fmt.Errorf("kafkatx: admin client: %w", err)
+	}
+	defer ac.Close()
+	md, err := ac.GetMetadata(nil, false, timeoutMs(ctx, 5_000))
+	if err != nil {
+		return fmt.Errorf("kafkatx: metadata from %s: %w", brokers, err)
+	}
+	if len(md.Brokers) == 0 {
+		return fmt.Errorf("kafkatx: %s answered without brokers", brokers)
 	}
 	return nil
 }
