@@ -73,7 +73,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// One end event per saga on orders.events.
 	ends := map[string]int{}
-	for _, rec := range kafkatest.Read(t, w.brokers, w.events, kafkatest.ReadCommitted) {
+	for _, rec := range kafkatest.Read(t, w.Brokers, w.Events, kafkatest.ReadCommitted) {
 		env, err := saga.Decode(rec)
 		if err != nil {
 			t.Fatal(err)

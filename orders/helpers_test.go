@@ -20,6 +20,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/idempotency"
 	"github.com/sagaflow/sagaflow/idempotency/redistest"
+	"github.com/sagaflow/sagaflow/orders/orderstest"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
@@ -79,10 +80,8 @@ var (
 
 // world is one test's topics, read model and API on real Kafka and Redis.
 type world struct {
-	t       testing.TB
-	brokers string
-
-	events, state, control, stockCmd, stockRep, payCmd, payRep, dlq string
+	t testing.TB
+	orderstest.Topics
 
 	rm     *ReadModel
 	svc    *Service
@@ -149,18 +148,9 @@ func (g *gatedSender) hold() (release func()) {
 func newWorld(t testing.TB, opt worldOptions) *world {
 	t.Helper()
 	rdb := redistest.Client(t)
-	b := kafkatest.Brokers(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	w := &world{t: t, brokers: b, log: log}
-	const parts = 2
-	w.events = kafkatest.Topic(t, b, "events", parts)
-	w.state = kafkatest.Topic(t, b, "state", parts)
-	w.control = kafkatest.Topic(t, b, "control", parts)
-	w.stockCmd = kafkatest.Topic(t, b, "stockcmd", parts)
-	w.stockRep = kafkatest.Topic(t, b, "stockrep", parts)
-	w.payCmd = kafkatest.Topic(t, b, "paycmd", parts)
-	w.payRep = kafkatest.Topic(t, b, "payrep", parts)
-	w.dlq = kafkatest.Topic(t, b, "dlq", parts)
+	w := &world{t: t, Topics: orderstest.NewTopics(t, 2), log: log}
+	b := w.Brokers
 
 	store, err := idempotency.New(idempotency.Config{Prefix: redistest.Prefix(t)}, rdb, log)
 	if err != nil {
@@ -173,15 +163,15 @@ func newWorld(t testing.TB, opt worldOptions) *world {
 	t.Cleanup(p.Close)
 	w.sender = &gatedSender{p: p}
 
-	w.rm, err = NewReadModel(ReadModelConfig{Brokers: b, StateTopic: w.state, EventsTopic: w.events}, log)
+	w.rm, err = NewReadModel(ReadModelConfig{Brokers: b, StateTopic: w.State, EventsTopic: w.Events}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	runBg(t, w.rm.Run)
+	orderstest.RunBackground(t, w.rm.Run)
 
 	cfg := opt.cfg
 	cfg.OperatorToken = opt.token
-	cfg.EventsTopic, cfg.ControlTopic = w.events, w.control
+	cfg.EventsTopic, cfg.ControlTopic = w.Events, w.Control
 	if cfg.SendTimeout == 0 {
 		cfg.SendTimeout = 20 * time.Second
 	}
@@ -205,14 +195,8 @@ func newWorld(t testing.TB, opt worldOptions) *world {
 // sagaConfig is the order saga on the world's topics, with timings short
 // enough for a test and long enough for a loaded machine.
 func (w *world) sagaConfig() SagaConfig {
-	return SagaConfig{StockTopic: w.stockCmd, PaymentTopic: w.payCmd, EventsTopic: w.events,
+	return SagaConfig{StockTopic: w.StockCmd, PaymentTopic: w.PayCmd, EventsTopic: w.Events,
 		StepTimeout: 2 * time.Second, Attempts: 2, Backoff: 100 * time.Millisecond, Deadline: time.Minute}
-}
-
-func (w *world) kafka(group string) saga.Kafka {
-	return saga.Kafka{Brokers: w.brokers, Group: group + "-" + w.events, InstanceID: "t0", DeadLetterTopic: w.dlq,
-		MaxBatch: 100, MaxInterval: 20 * time.Millisecond, TransactionTimeout: 10 * time.Second,
-		SessionTimeout: 6 * time.Second}
 }
 
 // runSaga starts the orchestrator and test participants for the world.
@@ -223,21 +207,21 @@ func (w *world) runSaga(t testing.TB) {
 		t.Fatal(err)
 	}
 	o, err := saga.NewOrchestrator(saga.OrchestratorConfig{
-		Kafka: w.kafka("orch"), Registry: reg, Starts: Starts(),
-		StartTopics: []string{w.events}, ReplyTopics: []string{w.stockRep, w.payRep},
-		ControlTopic: w.control, StateTopic: w.state, TickInterval: 100 * time.Millisecond,
+		Kafka: w.Kafka("orch", "t0"), Registry: reg, Starts: Starts(),
+		StartTopics: []string{w.Events}, ReplyTopics: []string{w.StockRep, w.PayRep},
+		ControlTopic: w.Control, StateTopic: w.State, TickInterval: 100 * time.Millisecond,
 	}, w.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	runBg(t, o.Run)
-	for _, pc := range []struct{ cmd, rep string }{{w.stockCmd, w.stockRep}, {w.payCmd, w.payRep}} {
-		p, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: w.kafka("part-" + pc.cmd),
+	orderstest.RunBackground(t, o.Run)
+	for _, pc := range []struct{ cmd, rep string }{{w.StockCmd, w.StockRep}, {w.PayCmd, w.PayRep}} {
+		p, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: w.Kafka("part-"+pc.cmd, "t0"),
 			CommandTopic: pc.cmd, ReplyTopic: pc.rep}, testParticipant, w.log)
 		if err != nil {
 			t.Fatal(err)
 		}
-		runBg(t, p.Run)
+		orderstest.RunBackground(t, p.Run)
 	}
 }
 
@@ -269,25 +253,6 @@ func testParticipant(_ context.Context, cmd saga.Envelope) (saga.Envelope, error
 		return saga.ReplyTo(cmd, Replies(cmd.Type)[0], saga.Success, "", nil)
 	}
 	return saga.Envelope{}, fmt.Errorf("%w: unexpected command %s", saga.ErrPoison, cmd.Type)
-}
-
-// runBg runs f until the test ends, and fails the test if f fails.
-func runBg(t testing.TB, f func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("background runner stopped with: %v", err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Errorf("background runner did not stop within 60s")
-		}
-	})
 }
 
 // response is what a test request got.

@@ -44,7 +44,7 @@ func TestPlaceOrder(t *testing.T) {
 	}
 	// The OrderPlaced record is the order, as docs/messages.md has it.
 	var found int
-	for _, rec := range kafkatest.Read(t, w.brokers, w.events, kafkatest.ReadCommitted) {
+	for _, rec := range kafkatest.Read(t, w.Brokers, w.Events, kafkatest.ReadCommitted) {
 		env, err := saga.Decode(rec)
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +107,7 @@ func TestDuplicatePostsMakeOneOrder(t *testing.T) {
 		t.Fatalf("%d records sent, want 1", sent)
 	}
 	var placed int
-	for _, rec := range kafkatest.Read(t, w.brokers, w.events, kafkatest.ReadCommitted) {
+	for _, rec := range kafkatest.Read(t, w.Brokers, w.Events, kafkatest.ReadCommitted) {
 		if string(rec.Header(saga.HeaderType)) == TypeOrderPlaced {
 			placed++
 		}

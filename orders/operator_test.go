@@ -55,7 +55,7 @@ func TestOperatorEndpoints(t *testing.T) {
 
 	// Make the read model see the saga running, as the orchestrator's first
 	// snapshot would.
-	feed(t, w.rm, w.state, o.OrderID, startSaga(t, OrderPlaced{OrderID: o.OrderID, CustomerID: o.CustomerID,
+	feed(t, w.rm, w.State, o.OrderID, startSaga(t, OrderPlaced{OrderID: o.OrderID, CustomerID: o.CustomerID,
 		Lines: o.Lines, TotalCents: o.TotalCents}).snapshot())
 	if r := w.do(http.MethodPost, "/orders/"+o.OrderID+"/retry", nil, "Authorization", auth); r.status != http.StatusConflict {
 		t.Fatalf("retry a Running order: %s", r)
@@ -68,7 +68,7 @@ func TestOperatorEndpoints(t *testing.T) {
 
 	// The command is on the control topic, for the saga's partition.
 	var found bool
-	for _, rec := range kafkatest.Read(t, w.brokers, w.control, kafkatest.ReadCommitted) {
+	for _, rec := range kafkatest.Read(t, w.Brokers, w.Control, kafkatest.ReadCommitted) {
 		env, err := saga.Decode(rec)
 		if err != nil || env.Type != saga.TypeOperatorCommand || env.SagaID != o.OrderID {
 			continue

@@ -3,35 +3,17 @@ package payment_test
 import (
 	"context"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/payment"
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/participanttest"
 )
-
-// testSeed returns the PRNG seed of a randomized test: SAGAFLOW_TEST_SEED
-// to replay a failure, the clock otherwise. It is logged either way.
-func testSeed(t *testing.T) uint64 {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("SAGAFLOW_TEST_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("SAGAFLOW_TEST_SEED=%q: %v", s, err)
-		}
-		seed = n
-	}
-	t.Logf("seed %d (replay with SAGAFLOW_TEST_SEED=%d)", seed, seed)
-	return seed
-}
 
 type delivery struct {
 	typ        string
@@ -54,7 +36,7 @@ func TestConservationRandomized(t *testing.T) {
 		{ID: "carol", Name: "Carol", BalanceCents: 1_200},
 		{ID: "dave", Name: "Dave", BalanceCents: 400_000, LimitCents: 9_000},
 	}, payment.ServiceConfig{})
-	rng := rand.New(rand.NewPCG(testSeed(t), 5))
+	rng := rand.New(rand.NewPCG(participanttest.Seed(t), 5))
 	paths := [][]string{
 		{payment.TypeChargePayment, payment.TypeRefundPayment},
 		{payment.TypeChargePayment},
@@ -77,39 +59,29 @@ func TestConservationRandomized(t *testing.T) {
 		plans[i] = p
 	}
 
-	stop := make(chan struct{})
-	watcherDone := make(chan struct{})
-	var watched atomic.Int64
-	go func() {
-		defer close(watcherDone)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	stopWatching := participanttest.Watch(func() bool {
+		for _, c := range e.customers {
+			v, err := e.rdb.HMGet(context.Background(), e.prefix+":customer:"+c.ID, "balance", "captured").Result()
+			if err != nil {
+				t.Error(err)
+				return false
 			}
-			for _, c := range e.customers {
-				v, err := e.rdb.HMGet(context.Background(), e.prefix+":customer:"+c.ID, "balance", "captured").Result()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				b, _ := strconv.ParseInt(v[0].(string), 10, 64)
-				k, _ := strconv.ParseInt(v[1].(string), 10, 64)
-				if b < 0 || k < 0 || b+k != c.BalanceCents {
-					t.Errorf("%s mid-run: balance %d + captured %d, deposited %d", c.ID, b, k, c.BalanceCents)
-				}
-				watched.Add(1)
+			b, _ := strconv.ParseInt(v[0].(string), 10, 64)
+			k, _ := strconv.ParseInt(v[1].(string), 10, 64)
+			if b < 0 || k < 0 || b+k != c.BalanceCents {
+				t.Errorf("%s mid-run: balance %d + captured %d, deposited %d", c.ID, b, k, c.BalanceCents)
 			}
 		}
-	}()
+		return true
+	})
 
 	firsts := make([]map[string]reply, orders)
 	var wg sync.WaitGroup
-	for w := range workers {
-		rdb := redis.NewClient(redistest.Options(t))
-		t.Cleanup(func() { _ = rdb.Close() })
+	handlers := participanttest.Instances(t, workers, func(rdb redis.UniversalClient) saga.CommandHandler {
 		_, svc := e.service(t, rdb, payment.ServiceConfig{})
+		return svc.Handle
+	})
+	for w, handle := range handlers {
 		wg.Go(func() {
 			for i := w; i < orders; i += workers {
 				p := plans[i]
@@ -117,31 +89,7 @@ func TestConservationRandomized(t *testing.T) {
 				refunded := false
 				for _, d := range p.steps {
 					cmd := command(d.typ, p.id, orderJSON(p.id, p.customer, p.n, p.unit))
-					got := make([]reply, d.copies)
-					deliver := func(k int) {
-						env, err := svc.Handle(context.Background(), cmd)
-						if err != nil {
-							t.Errorf("%s %s: %v", d.typ, p.id, err)
-							return
-						}
-						got[k] = toReply(t, env)
-					}
-					if d.concurrent {
-						var cw sync.WaitGroup
-						for k := range d.copies {
-							cw.Go(func() { deliver(k) })
-						}
-						cw.Wait()
-					} else {
-						for k := range d.copies {
-							deliver(k)
-						}
-					}
-					for k := range got {
-						if got[k] != got[0] {
-							t.Errorf("%s %s: copy %d answered %+v, copy 0 %+v", d.typ, p.id, k, got[k], got[0])
-						}
-					}
+					got := participanttest.Deliver(t, cmd, d.copies, d.concurrent, handle)
 					if _, seen := firsts[i][d.typ]; seen {
 						if d.typ == payment.TypeChargePayment && refunded && !strings.Contains(got[0].Reason, "hanging") {
 							t.Errorf("charge of %s after its refund: %+v, want hanging", p.id, got[0])
@@ -155,8 +103,7 @@ func TestConservationRandomized(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	<-watcherDone
+	watched := stopWatching()
 
 	captured := map[string]int64{}
 	outcomes := map[string]int{}
@@ -171,20 +118,20 @@ func TestConservationRandomized(t *testing.T) {
 			outcomes["declined"]++
 			continue
 		}
-		if ch.cents(t) != p.n*p.unit {
-			t.Errorf("%s charged %d, ordered %d", p.id, ch.cents(t), p.n*p.unit)
+		if replyCents(t, ch) != p.n*p.unit {
+			t.Errorf("%s charged %d, ordered %d", p.id, replyCents(t, ch), p.n*p.unit)
 		}
 		if rf, ok := firsts[i][payment.TypeRefundPayment]; ok {
-			if rf.cents(t) != ch.cents(t) {
-				t.Errorf("%s charged %d, refunded %d", p.id, ch.cents(t), rf.cents(t))
+			if replyCents(t, rf) != replyCents(t, ch) {
+				t.Errorf("%s charged %d, refunded %d", p.id, replyCents(t, ch), replyCents(t, rf))
 			}
 			outcomes["refunded"]++
 			continue
 		}
 		outcomes["captured"]++
-		captured[p.customer] += ch.cents(t)
+		captured[p.customer] += replyCents(t, ch)
 	}
-	t.Logf("%d orders: %v; the watcher made %d reads", orders, outcomes, watched.Load())
+	t.Logf("%d orders: %v; the watcher read every account %d times", orders, outcomes, watched)
 	for _, c := range e.customers {
 		if got, want := e.money(t, c.ID), (money{c.BalanceCents - captured[c.ID], captured[c.ID], c.BalanceCents}); got != want {
 			t.Errorf("%s in Redis %+v, the replies say %+v", c.ID, got, want)

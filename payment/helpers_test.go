@@ -3,10 +3,7 @@ package payment_test
 import (
 	"context"
 	"encoding/json"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
@@ -14,6 +11,7 @@ import (
 	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/payment"
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/participanttest"
 )
 
 // accounts is the test's customers.
@@ -62,29 +60,25 @@ func (e *env) service(t testing.TB, rdb redis.UniversalClient, cfg payment.Servi
 	return st, payment.NewService(st, cfg, nil)
 }
 
-func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return c
+// newHandler builds a payment participant's handler under prefix, as the
+// sagaflow binary does.
+func newHandler(rdb redis.UniversalClient, prefix string) (saga.CommandHandler, error) {
+	st, err := payment.NewStore(payment.Config{Prefix: prefix}, rdb, nil)
+	if err != nil {
+		return nil, err
+	}
+	return payment.NewService(st, payment.ServiceConfig{}, nil).Handle, nil
 }
+
+func ctx(t testing.TB) context.Context { return participanttest.Context(t) }
 
 // money is an account read straight from its Redis hash.
 type money struct{ Balance, Captured, Deposited int64 }
 
 func (e *env) money(t testing.TB, id string) money {
 	t.Helper()
-	h, err := e.rdb.HGetAll(context.Background(), e.prefix+":customer:"+id).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := func(f string) int64 {
-		v, err := strconv.ParseInt(h[f], 10, 64)
-		if err != nil {
-			t.Fatalf("customer %s field %s = %q", id, f, h[f])
-		}
-		return v
-	}
-	return money{n("balance"), n("captured"), n("deposited")}
+	n := participanttest.HashInt64s(t, e.rdb, e.prefix+":customer:"+id, "balance", "captured", "deposited")
+	return money{n[0], n[1], n[2]}
 }
 
 func (e *env) accounts(t testing.TB) map[string]money {
@@ -98,25 +92,7 @@ func (e *env) accounts(t testing.TB) map[string]money {
 // snapshot returns every key under the prefix with its content.
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
-	c := context.Background()
-	out := map[string]string{}
-	keys, err := e.rdb.Keys(c, e.prefix+":*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		switch typ := e.rdb.Type(c, k).Val(); typ {
-		case "hash":
-			b, _ := json.Marshal(e.rdb.HGetAll(c, k).Val())
-			out[k] = string(b)
-		case "set":
-			b, _ := json.Marshal(e.rdb.SMembers(c, k).Val())
-			out[k] = string(b)
-		default:
-			out[k] = typ + ":" + e.rdb.Get(c, k).Val()
-		}
-	}
-	return out
+	return participanttest.Snapshot(t, e.rdb, e.prefix)
 }
 
 func (e *env) checkConserved(t testing.TB) {
@@ -150,28 +126,10 @@ func command(typ, sagaID string, payload json.RawMessage) saga.Envelope {
 
 // reply is the part of a reply that must be the same for every delivery of
 // one command.
-type reply struct {
-	Type        string
-	CausationID string
-	Step        int
-	Attempt     int
-	Phase       saga.Phase
-	Outcome     saga.Outcome
-	Reason      string
-	Result      string
-}
+type reply = participanttest.Reply
 
-func toReply(t testing.TB, e saga.Envelope) reply {
-	t.Helper()
-	var b saga.ReplyBody
-	if err := json.Unmarshal(e.Payload, &b); err != nil {
-		t.Fatalf("reply %s: %v", e.Payload, err)
-	}
-	return reply{e.Type, e.CausationID, e.Step, e.Attempt, e.Phase, b.Outcome, b.Reason, string(b.Result)}
-}
-
-// cents returns the charged or refunded amount of a reply.
-func (r reply) cents(t testing.TB) int64 {
+// replyCents returns the charged or refunded amount of a reply.
+func replyCents(t testing.TB, r reply) int64 {
 	t.Helper()
 	var v struct {
 		Charged  int64 `json:"charged_cents"`
@@ -187,14 +145,7 @@ func (r reply) cents(t testing.TB) int64 {
 
 func (e *env) handle(t testing.TB, cmd saga.Envelope) reply {
 	t.Helper()
-	out, err := e.svc.Handle(ctx(t), cmd)
-	if err != nil {
-		t.Fatalf("%s %s: %v", cmd.Type, cmd.SagaID, err)
-	}
-	if out.Type == "" {
-		t.Fatalf("%s %s: no reply", cmd.Type, cmd.SagaID)
-	}
-	return toReply(t, out)
+	return participanttest.Handle(t, e.svc.Handle, cmd)
 }
 
 func (e *env) charge(t testing.TB, id, customer string, n, unit int64) reply {
@@ -209,7 +160,5 @@ func (e *env) refund(t testing.TB, id, customer string) reply {
 
 func expect(t testing.TB, r reply, typ string, outcome saga.Outcome, reasonHas string) {
 	t.Helper()
-	if r.Type != typ || r.Outcome != outcome || !strings.Contains(r.Reason, reasonHas) {
-		t.Errorf("reply %+v, want %s %s with a reason containing %q", r, typ, outcome, reasonHas)
-	}
+	participanttest.Expect(t, r, typ, outcome, reasonHas)
 }

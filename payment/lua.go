@@ -58,13 +58,3 @@ redis.call('HINCRBY', KEYS[1], 'captured', '-' .. action.amount_cents)
 redis.call('HSET', KEYS[2], 'state', 'refunded')
 return cjson.encode({ok = true, customer_id = action.customer_id, amount_cents = action.amount_cents})
 `
-
-// seedLua: KEYS[1] the customer, KEYS[2] the set of customers; ARGV id,
-// name, balance, limit. Creates the account only if it does not exist.
-const seedLua = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'name', ARGV[2], 'balance', ARGV[3], 'captured', 0,
-  'limit', ARGV[4], 'deposited', ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[1])
-return 1
-`

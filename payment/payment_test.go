@@ -1,7 +1,6 @@
 package payment_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -11,9 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/payment"
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/participanttest"
 )
 
 func TestChargeRefund(t *testing.T) {
@@ -77,8 +76,8 @@ func TestDeclines(t *testing.T) {
 	// Refund of a declined charge: nothing to give back.
 	r := e.refund(t, "o1", "carol")
 	expect(t, r, payment.TypePaymentRefunded, saga.Success, "declined")
-	if r.cents(t) != 0 {
-		t.Errorf("refund of a declined charge gave back %d", r.cents(t))
+	if replyCents(t, r) != 0 {
+		t.Errorf("refund of a declined charge gave back %d", replyCents(t, r))
 	}
 	after := e.accounts(t)
 	if after["carol"] != before["carol"] || after["alice"] != before["alice"] {
@@ -100,8 +99,8 @@ func TestNullCompensationAndHanging(t *testing.T) {
 	ref := command(payment.TypeRefundPayment, "late", orderJSON("late", "alice", 1, 4500))
 	r1 := e.handle(t, ref)
 	expect(t, r1, payment.TypePaymentRefunded, saga.Success, "never arrived")
-	if r1.cents(t) != 0 {
-		t.Errorf("null refund gave back %d", r1.cents(t))
+	if replyCents(t, r1) != 0 {
+		t.Errorf("null refund gave back %d", replyCents(t, r1))
 	}
 	chg := command(payment.TypeChargePayment, "late", orderJSON("late", "alice", 1, 4500))
 	h1 := e.handle(t, chg)
@@ -154,32 +153,12 @@ func TestSameCommandConcurrent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	const instances, copies = 4, 6
-	svcs := make([]*payment.Service, instances)
-	for i := range svcs {
-		rdb := redis.NewClient(redistest.Options(t))
-		t.Cleanup(func() { _ = rdb.Close() })
-		_, svcs[i] = e.service(t, rdb, payment.ServiceConfig{})
-	}
+	handlers := participanttest.Instances(t, instances, func(rdb redis.UniversalClient) saga.CommandHandler {
+		_, svc := e.service(t, rdb, payment.ServiceConfig{})
+		return svc.Handle
+	})
 	run := func(cmd saga.Envelope) reply {
-		out := make([]reply, instances*copies)
-		var wg sync.WaitGroup
-		for i := range out {
-			wg.Go(func() {
-				env, err := svcs[i%instances].Handle(context.Background(), cmd)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				out[i] = toReply(t, env)
-			})
-		}
-		wg.Wait()
-		for i, r := range out {
-			if r != out[0] {
-				t.Errorf("%s copy %d: %+v, want %+v", cmd.Type, i, r, out[0])
-			}
-		}
-		return out[0]
+		return participanttest.Deliver(t, cmd, instances*copies, true, handlers...)[0]
 	}
 	var wg sync.WaitGroup
 	charged := make([]bool, 10)
@@ -315,7 +294,7 @@ func TestSlowPaymentScenario(t *testing.T) {
 	}
 	// The orchestrator times out and compensates: the refund really refunds.
 	r := e.handle(t, command(payment.TypeRefundPayment, "slow", orderRaw("slow", "alice", 1, 2000, 2000, payment.ScenarioSlowPayment)))
-	if r.cents(t) != 2000 {
+	if replyCents(t, r) != 2000 {
 		t.Errorf("refund after a slow payment: %+v", r)
 	}
 	e.checkConserved(t)
@@ -329,19 +308,9 @@ func TestSlowPaymentScenario(t *testing.T) {
 
 func TestRedisDownIsTransient(t *testing.T) {
 	t.Parallel()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
-	defer rdb.Close()
-	st, err := payment.NewStore(payment.Config{}, rdb, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := payment.NewService(st, payment.ServiceConfig{}, nil)
-	for _, typ := range []string{payment.TypeChargePayment, payment.TypeRefundPayment} {
-		_, err := svc.Handle(context.Background(), command(typ, "o1", orderJSON("o1", "alice", 1, 100)))
-		if err == nil || errors.Is(err, saga.ErrPoison) {
-			t.Errorf("%s with Redis down: %v, want a transient error", typ, err)
-		}
-	}
+	participanttest.RedisDownIsTransient(t, newHandler,
+		command(payment.TypeChargePayment, "o1", orderJSON("o1", "alice", 1, 100)),
+		command(payment.TypeRefundPayment, "o1", orderJSON("o1", "alice", 1, 100)))
 }
 
 func TestSeedCustomersTotals(t *testing.T) {
@@ -390,13 +359,13 @@ func TestLargestAmountIsExact(t *testing.T) {
 	const max = payment.MaxCents
 	e := newEnvWith(t, []payment.Customer{{ID: "rich", Name: "Rich", BalanceCents: max}}, payment.ServiceConfig{})
 	c := e.charge(t, "o1", "rich", 1, max)
-	if c.Outcome != saga.Success || c.cents(t) != max {
+	if c.Outcome != saga.Success || replyCents(t, c) != max {
 		t.Fatalf("charge of 2^53-1: %+v", c)
 	}
 	if m := e.money(t, "rich"); m != (money{0, max, max}) {
 		t.Errorf("rich: %+v", m)
 	}
-	if r := e.refund(t, "o1", "rich"); r.cents(t) != max {
+	if r := e.refund(t, "o1", "rich"); replyCents(t, r) != max {
 		t.Errorf("refund: %+v", r)
 	}
 	if m := e.money(t, "rich"); m != (money{max, 0, max}) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sagaflow/sagaflow/idempotency"
+	"github.com/sagaflow/sagaflow/idempotency/hashset"
 )
 
 // MaxCents bounds every amount, balance and limit: 2^53-1, the largest
@@ -116,11 +116,11 @@ type Result struct {
 // It is safe for concurrent use, and any number of Stores may share one
 // Redis.
 type Store struct {
-	cfg     Config
-	rdb     redis.UniversalClient
-	log     *zap.Logger
-	barrier *idempotency.Barrier
-	seed    *redis.Script
+	cfg      Config
+	rdb      redis.UniversalClient
+	log      *zap.Logger
+	barrier  *idempotency.Barrier
+	accounts *hashset.Set
 }
 
 // NewStore returns a Store on rdb. It does no I/O (see Load). A nil log
@@ -140,9 +140,9 @@ func NewStore(cfg Config, rdb redis.UniversalClient, log *zap.Logger) (*Store, e
 	if err != nil {
 		return nil, err
 	}
-	return &Store{cfg: cfg, rdb: rdb, log: log,
-		barrier: idem.Barrier("idem", chargeLua, refundLua),
-		seed:    redis.NewScript(seedLua)}, nil
+	s := &Store{cfg: cfg, rdb: rdb, log: log, barrier: idem.Barrier("idem", chargeLua, refundLua)}
+	s.accounts = hashset.New(rdb, s.customersKey(), s.customerKey)
+	return s, nil
 }
 
 // Load sends the scripts to Redis, so a broken script or an unreachable
@@ -151,7 +151,7 @@ func (s *Store) Load(ctx context.Context) error {
 	if err := s.barrier.Load(ctx); err != nil {
 		return err
 	}
-	return s.seed.Load(ctx, s.rdb).Err()
+	return s.accounts.Load(ctx)
 }
 
 func (s *Store) customerKey(id string) string { return s.cfg.Prefix + ":customer:" + id }
@@ -183,36 +183,27 @@ func (s *Store) Seed(ctx context.Context, customers []Customer) (added int, err 
 		seen[c.ID] = true
 	}
 	for _, c := range customers {
-		n, err := s.seed.Run(ctx, s.rdb, []string{s.customerKey(c.ID), s.customersKey()},
-			c.ID, c.Name, c.BalanceCents, c.LimitCents).Int()
+		ok, err := s.accounts.Add(ctx, c.ID, "name", c.Name, "balance", c.BalanceCents, "captured", 0,
+			"limit", c.LimitCents, "deposited", c.BalanceCents)
 		if err != nil {
 			return added, fmt.Errorf("payment: seed %s: %w", c.ID, err)
 		}
-		added += n
+		if ok {
+			added++
+		}
 	}
 	return added, nil
 }
 
 // Customers returns every account, sorted by id.
 func (s *Store) Customers(ctx context.Context) ([]Customer, error) {
-	ids, err := s.rdb.SMembers(ctx, s.customersKey()).Result()
-	if err != nil {
-		return nil, fmt.Errorf("payment: customers: %w", err)
-	}
-	slices.Sort(ids)
-	cmds := make([]*redis.MapStringStringCmd, len(ids))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.HGetAll(ctx, s.customerKey(id))
-		}
-		return nil
-	})
+	ids, hs, err := s.accounts.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("payment: customers: %w", err)
 	}
 	out := make([]Customer, 0, len(ids))
 	for i, id := range ids {
-		c, err := parseCustomer(id, cmds[i].Val())
+		c, err := parseCustomer(id, hs[i])
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +217,7 @@ func (s *Store) Customer(ctx context.Context, id string) (Customer, error) {
 	if !idPattern.MatchString(id) {
 		return Customer{}, fmt.Errorf("%w %q", ErrUnknownCustomer, id)
 	}
-	h, err := s.rdb.HGetAll(ctx, s.customerKey(id)).Result()
+	h, err := s.accounts.Get(ctx, id)
 	if err != nil {
 		return Customer{}, fmt.Errorf("payment: customer %s: %w", id, err)
 	}
@@ -238,16 +229,10 @@ func parseCustomer(id string, h map[string]string) (Customer, error) {
 		return Customer{}, fmt.Errorf("%w %q", ErrUnknownCustomer, id)
 	}
 	c := Customer{ID: id, Name: h["name"]}
-	for _, f := range []struct {
-		name string
-		dst  *int64
-	}{{"balance", &c.BalanceCents}, {"limit", &c.LimitCents}, {"captured", &c.CapturedCents},
-		{"deposited", &c.DepositedCents}} {
-		n, err := strconv.ParseInt(h[f.name], 10, 64)
-		if err != nil {
-			return Customer{}, fmt.Errorf("payment: customer %s: field %s is %q", id, f.name, h[f.name])
-		}
-		*f.dst = n
+	if err := hashset.ParseInt64s(h, hashset.Int64{Field: "balance", Dst: &c.BalanceCents},
+		hashset.Int64{Field: "limit", Dst: &c.LimitCents}, hashset.Int64{Field: "captured", Dst: &c.CapturedCents},
+		hashset.Int64{Field: "deposited", Dst: &c.DepositedCents}); err != nil {
+		return Customer{}, fmt.Errorf("payment: customer %s: %w", id, err)
 	}
 	return c, nil
 }

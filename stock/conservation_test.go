@@ -3,35 +3,17 @@ package stock_test
 import (
 	"context"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/participanttest"
 	"github.com/sagaflow/sagaflow/stock"
 )
-
-// testSeed returns the PRNG seed of a randomized test: SAGAFLOW_TEST_SEED
-// to replay a failure, the clock otherwise. It is logged either way.
-func testSeed(t *testing.T) uint64 {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("SAGAFLOW_TEST_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("SAGAFLOW_TEST_SEED=%q: %v", s, err)
-		}
-		seed = n
-	}
-	t.Logf("seed %d (replay with SAGAFLOW_TEST_SEED=%d)", seed, seed)
-	return seed
-}
 
 // delivery is one command with the number of copies delivered, at once or
 // one after the other.
@@ -56,7 +38,7 @@ func TestConservationRandomized(t *testing.T) {
 		{ID: "mug", Name: "Mug", PriceCents: 800, Available: 80},
 		{ID: "teapot", Name: "Cast-iron teapot", PriceCents: 4500, Available: 40},
 	})
-	rng := rand.New(rand.NewPCG(testSeed(t), 4))
+	rng := rand.New(rand.NewPCG(participanttest.Seed(t), 4))
 	ids := []string{"tea", "mug", "teapot"}
 	paths := [][]string{
 		{stock.TypeReserveStock, stock.TypeCommitStock},
@@ -86,49 +68,39 @@ func TestConservationRandomized(t *testing.T) {
 
 	// The watcher: every HMGET is atomic, and so is every script, so each
 	// read must add up.
-	stop := make(chan struct{})
-	var watched atomic.Int64
-	watcherDone := make(chan struct{})
-	go func() {
-		defer close(watcherDone)
-		seeded := map[string]int64{}
-		for _, p := range e.products {
-			seeded[p.ID] = p.Available
-		}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	seeded := map[string]int64{}
+	for _, p := range e.products {
+		seeded[p.ID] = p.Available
+	}
+	stopWatching := participanttest.Watch(func() bool {
+		for _, id := range ids {
+			v, err := e.rdb.HMGet(context.Background(), e.prefix+":product:"+id, "available", "reserved", "sold").Result()
+			if err != nil {
+				t.Error(err)
+				return false
 			}
-			for _, id := range ids {
-				v, err := e.rdb.HMGet(context.Background(), e.prefix+":product:"+id, "available", "reserved", "sold").Result()
-				if err != nil {
-					t.Error(err)
-					return
+			var n [3]int64
+			for k := range n {
+				n[k], _ = strconv.ParseInt(v[k].(string), 10, 64)
+				if n[k] < 0 {
+					t.Errorf("%s went negative: %v", id, v)
 				}
-				var n [3]int64
-				for k := range n {
-					n[k], _ = strconv.ParseInt(v[k].(string), 10, 64)
-					if n[k] < 0 {
-						t.Errorf("%s went negative: %v", id, v)
-					}
-				}
-				if n[0]+n[1]+n[2] != seeded[id] {
-					t.Errorf("%s does not add up mid-run: %v, seeded %d", id, v, seeded[id])
-				}
-				watched.Add(1)
+			}
+			if n[0]+n[1]+n[2] != seeded[id] {
+				t.Errorf("%s does not add up mid-run: %v, seeded %d", id, v, seeded[id])
 			}
 		}
-	}()
+		return true
+	})
 
 	// firsts[order][type] is the reply to the first delivery of each type.
 	firsts := make([]map[string]reply, orders)
 	var wg sync.WaitGroup
-	for w := range workers {
-		rdb := redis.NewClient(redistest.Options(t))
-		t.Cleanup(func() { _ = rdb.Close() })
+	handlers := participanttest.Instances(t, workers, func(rdb redis.UniversalClient) saga.CommandHandler {
 		_, svc := e.service(t, rdb)
+		return svc.Handle
+	})
+	for w, handle := range handlers {
 		wg.Go(func() {
 			for i := w; i < orders; i += workers {
 				p := plans[i]
@@ -136,31 +108,7 @@ func TestConservationRandomized(t *testing.T) {
 				released := false
 				for _, d := range p.steps {
 					cmd := command(d.typ, p.id, orderJSON(p.id, p.lines...))
-					got := make([]reply, d.copies)
-					deliver := func(k int) {
-						env, err := svc.Handle(context.Background(), cmd)
-						if err != nil {
-							t.Errorf("%s %s: %v", d.typ, p.id, err)
-							return
-						}
-						got[k] = toReply(t, env)
-					}
-					if d.concurrent {
-						var cw sync.WaitGroup
-						for k := range d.copies {
-							cw.Go(func() { deliver(k) })
-						}
-						cw.Wait()
-					} else {
-						for k := range d.copies {
-							deliver(k)
-						}
-					}
-					for k := range got {
-						if got[k] != got[0] {
-							t.Errorf("%s %s: copy %d answered %+v, copy 0 %+v", d.typ, p.id, k, got[k], got[0])
-						}
-					}
+					got := participanttest.Deliver(t, cmd, d.copies, d.concurrent, handle)
 					if _, seen := firsts[i][d.typ]; seen {
 						// A second command of a type already answered (a
 						// late reserve): hanging once released.
@@ -178,8 +126,7 @@ func TestConservationRandomized(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	<-watcherDone
+	watched := stopWatching()
 
 	// What the replies say happened, per product.
 	wantReserved, wantSold := map[string]int64{}, map[string]int64{}
@@ -197,14 +144,14 @@ func TestConservationRandomized(t *testing.T) {
 			outcomes["out of stock"]++
 			continue
 		}
-		lines := res.lines(t)
+		lines := replyLines(t, res)
 		switch rel, com := f[stock.TypeReleaseStock], f[stock.TypeCommitStock]; {
 		case com.Outcome == saga.Success:
 			outcomes["sold"]++
 			for _, l := range lines {
 				wantSold[l.ProductID] += l.Quantity
 			}
-		case rel.Outcome == saga.Success && len(rel.lines(t)) > 0:
+		case rel.Outcome == saga.Success && len(replyLines(t, rel)) > 0:
 			outcomes["released"]++
 		default:
 			outcomes["still reserved"]++
@@ -213,7 +160,7 @@ func TestConservationRandomized(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d orders: %v; the watcher made %d reads", orders, outcomes, watched.Load())
+	t.Logf("%d orders: %v; the watcher read every product %d times", orders, outcomes, watched)
 	for _, p := range e.products {
 		got := e.counts(t, p.ID)
 		want := counts{p.Available - wantReserved[p.ID] - wantSold[p.ID], wantReserved[p.ID], wantSold[p.ID], p.Available}

@@ -3,16 +3,14 @@ package stock_test
 import (
 	"context"
 	"encoding/json"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/participanttest"
 	"github.com/sagaflow/sagaflow/stock"
 )
 
@@ -64,11 +62,17 @@ func (e *env) service(t testing.TB, rdb redis.UniversalClient) (*stock.Store, *s
 	return st, stock.NewService(st, nil)
 }
 
-func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return c
+// newHandler builds a stock participant's handler under prefix, as the
+// sagaflow binary does.
+func newHandler(rdb redis.UniversalClient, prefix string) (saga.CommandHandler, error) {
+	st, err := stock.NewStore(stock.Config{Prefix: prefix}, rdb, nil)
+	if err != nil {
+		return nil, err
+	}
+	return stock.NewService(st, nil).Handle, nil
 }
+
+func ctx(t testing.TB) context.Context { return participanttest.Context(t) }
 
 // counts is a product's quantities read straight from its Redis hash, not
 // through the package.
@@ -76,44 +80,15 @@ type counts struct{ Available, Reserved, Sold, Stocked int64 }
 
 func (e *env) counts(t testing.TB, id string) counts {
 	t.Helper()
-	h, err := e.rdb.HGetAll(context.Background(), e.prefix+":product:"+id).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := func(f string) int64 {
-		v, err := strconv.ParseInt(h[f], 10, 64)
-		if err != nil {
-			t.Fatalf("product %s field %s = %q", id, f, h[f])
-		}
-		return v
-	}
-	return counts{n("available"), n("reserved"), n("sold"), n("stocked")}
+	n := participanttest.HashInt64s(t, e.rdb, e.prefix+":product:"+id, "available", "reserved", "sold", "stocked")
+	return counts{n[0], n[1], n[2], n[3]}
 }
 
 // snapshot returns every key under the prefix with its content, to show
 // that a command changed nothing.
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
-	c := context.Background()
-	out := map[string]string{}
-	keys, err := e.rdb.Keys(c, e.prefix+":*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		typ := e.rdb.Type(c, k).Val()
-		switch typ {
-		case "hash":
-			b, _ := json.Marshal(e.rdb.HGetAll(c, k).Val())
-			out[k] = string(b)
-		case "set":
-			b, _ := json.Marshal(e.rdb.SMembers(c, k).Val())
-			out[k] = string(b)
-		default:
-			out[k] = typ + ":" + e.rdb.Get(c, k).Val()
-		}
-	}
-	return out
+	return participanttest.Snapshot(t, e.rdb, e.prefix)
 }
 
 func (e *env) checkConserved(t testing.TB) {
@@ -155,18 +130,10 @@ func command(typ, sagaID string, payload json.RawMessage) saga.Envelope {
 
 // reply is the part of a reply that must be the same for every delivery of
 // one command.
-type reply struct {
-	Type        string
-	CausationID string
-	Step        int
-	Attempt     int
-	Phase       saga.Phase
-	Outcome     saga.Outcome
-	Reason      string
-	Result      string
-}
+type reply = participanttest.Reply
 
-func (r reply) lines(t testing.TB) []line {
+// replyLines returns the quantities a reply says were moved.
+func replyLines(t testing.TB, r reply) []line {
 	t.Helper()
 	var res stock.ReplyResult
 	if err := json.Unmarshal([]byte(r.Result), &res); err != nil {
@@ -175,26 +142,10 @@ func (r reply) lines(t testing.TB) []line {
 	return res.Lines
 }
 
-func toReply(t testing.TB, e saga.Envelope) reply {
-	t.Helper()
-	var b saga.ReplyBody
-	if err := json.Unmarshal(e.Payload, &b); err != nil {
-		t.Fatalf("reply %s: %v", e.Payload, err)
-	}
-	return reply{e.Type, e.CausationID, e.Step, e.Attempt, e.Phase, b.Outcome, b.Reason, string(b.Result)}
-}
-
 // handle runs one command and fails the test on an error.
 func (e *env) handle(t testing.TB, cmd saga.Envelope) reply {
 	t.Helper()
-	out, err := e.svc.Handle(ctx(t), cmd)
-	if err != nil {
-		t.Fatalf("%s %s: %v", cmd.Type, cmd.SagaID, err)
-	}
-	if out.Type == "" {
-		t.Fatalf("%s %s: no reply", cmd.Type, cmd.SagaID)
-	}
-	return toReply(t, out)
+	return participanttest.Handle(t, e.svc.Handle, cmd)
 }
 
 func (e *env) reserve(t testing.TB, id string, lines ...line) reply {
@@ -214,7 +165,5 @@ func (e *env) commit(t testing.TB, id string, lines ...line) reply {
 
 func expect(t testing.TB, r reply, typ string, outcome saga.Outcome, reasonHas string) {
 	t.Helper()
-	if r.Type != typ || r.Outcome != outcome || !strings.Contains(r.Reason, reasonHas) {
-		t.Errorf("reply %+v, want %s %s with a reason containing %q", r, typ, outcome, reasonHas)
-	}
+	participanttest.Expect(t, r, typ, outcome, reasonHas)
 }

@@ -100,13 +100,3 @@ end
 redis.call('HSET', KEYS[1], 'state', 'committed')
 return '{"ok":true,"lines":' .. m[2] .. '}'
 `
-
-// seedLua: KEYS[1] the product, KEYS[2] the catalogue; ARGV id, name,
-// price, stock. Creates the product only if it does not exist.
-const seedLua = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'name', ARGV[2], 'price_cents', ARGV[3],
-  'available', ARGV[4], 'reserved', 0, 'sold', 0, 'stocked', ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[1])
-return 1
-`

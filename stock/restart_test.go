@@ -1,11 +1,7 @@
 package stock_test
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +9,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/failpoint/crashtest"
+	"github.com/sagaflow/sagaflow/saga/participanttest"
 	"github.com/sagaflow/sagaflow/stock"
 )
 
@@ -40,85 +37,38 @@ func TestRedisKilledLosesNothingAcknowledged(t *testing.T) {
 	}
 	svc := stock.NewService(st, nil)
 
-	type result struct {
-		cmd   saga.Envelope
-		reply reply
-		acked bool
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-		acked   atomic.Int64
-		failed  atomic.Int64
-		stop    atomic.Bool
-		wg      sync.WaitGroup
-	)
-	for w := range 4 {
-		wg.Go(func() {
-			for i := 0; !stop.Load(); i++ {
-				id := fmt.Sprintf("w%d-%d", w, i)
-				// Every order wants a teapot too, so that the last ones are
-				// refused: refusals must survive the crash like successes.
-				for _, typ := range []string{stock.TypeReserveStock, stock.TypeCommitStock} {
-					cmd := command(typ, id, orderJSON(id, line{"tea", int64(1 + i%3)}, line{"teapot", 1}))
-					env, err := svc.Handle(context.Background(), cmd)
-					r := result{cmd: cmd, acked: err == nil}
-					switch {
-					case err == nil:
-						r.reply = toReply(t, env)
-						acked.Add(1)
-					case errors.Is(err, saga.ErrPoison):
-						t.Errorf("Redis down taken for poison: %v", err)
-					default:
-						failed.Add(1)
-					}
-					mu.Lock()
-					results = append(results, r)
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	waitFor(t, 30*time.Second, "100 acknowledged commands", func() bool { return acked.Load() >= 100 })
-	srv.Kill(t)
-	ackedAtKill := acked.Load()
-	waitFor(t, 30*time.Second, "the workers to notice", func() bool { return failed.Load() >= 8 })
-	stop.Store(true)
-	wg.Wait()
-	srv.Start(t)
-	t.Logf("%d commands acknowledged (%d before the kill), %d failed with Redis down", acked.Load(), ackedAtKill, failed.Load())
+	// Every order wants a teapot too, so that the last ones are refused:
+	// refusals must survive the crash like successes.
+	results := participanttest.KillRedisUnderLoad(t, srv, svc.Handle, 4, func(w, i int) []saga.Envelope {
+		id := fmt.Sprintf("w%d-%d", w, i)
+		var cmds []saga.Envelope
+		for _, typ := range []string{stock.TypeReserveStock, stock.TypeCommitStock} {
+			cmds = append(cmds, command(typ, id, orderJSON(id, line{"tea", int64(1 + i%3)}, line{"teapot", 1})))
+		}
+		return cmds
+	})
 
 	// Deliver everything again, as Kafka would after the participant's
 	// transaction aborted.
 	wantReserved, wantSold := map[string]int64{}, map[string]int64{}
 	reservedLines := map[string][]line{}
 	for _, r := range results {
-		// Retried while transient, as the runtime does: the client's pool
-		// may take a second to notice Redis is back.
-		var env saga.Envelope
-		waitFor(t, 20*time.Second, "Redis to answer again", func() bool {
-			env, err = svc.Handle(ctx(t), r.cmd)
-			if errors.Is(err, saga.ErrPoison) {
-				t.Fatalf("%s %s after the restart: %v", r.cmd.Type, r.cmd.SagaID, err)
-			}
-			return err == nil
-		})
-		again := toReply(t, env)
-		if r.acked && again != r.reply {
+		again := participanttest.Redeliver(t, svc.Handle, r.Cmd)
+		if r.Acked && again != r.Reply {
 			t.Errorf("%s %s was acknowledged as %+v before the kill, answers %+v after it: lost",
-				r.cmd.Type, r.cmd.SagaID, r.reply, again)
+				r.Cmd.Type, r.Cmd.SagaID, r.Reply, again)
 		}
 		if again.Outcome != saga.Success {
 			continue
 		}
-		switch r.cmd.Type {
+		switch r.Cmd.Type {
 		case stock.TypeReserveStock:
-			reservedLines[r.cmd.SagaID] = again.lines(t)
+			reservedLines[r.Cmd.SagaID] = replyLines(t, again)
 		case stock.TypeCommitStock:
-			for _, l := range again.lines(t) {
+			for _, l := range replyLines(t, again) {
 				wantSold[l.ProductID] += l.Quantity
 			}
-			delete(reservedLines, r.cmd.SagaID)
+			delete(reservedLines, r.Cmd.SagaID)
 		}
 	}
 	for _, ls := range reservedLines {
@@ -135,17 +85,5 @@ func TestRedisKilledLosesNothingAcknowledged(t *testing.T) {
 			got.Available != p.Available-wantReserved[p.ID]-wantSold[p.ID] || got.Stocked != p.Available {
 			t.Errorf("%s after the crash: %+v, want reserved %d, sold %d", p.ID, got, wantReserved[p.ID], wantSold[p.ID])
 		}
-	}
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

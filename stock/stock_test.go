@@ -1,18 +1,16 @@
 package stock_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"reflect"
 	"strconv"
-	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/participanttest"
 	"github.com/sagaflow/sagaflow/stock"
 )
 
@@ -21,7 +19,7 @@ func TestReserveCommit(t *testing.T) {
 	e := newEnv(t)
 	r := e.reserve(t, "o1", line{"tea", 3}, line{"mug", 2})
 	expect(t, r, stock.TypeStockReserved, saga.Success, "")
-	if got, want := r.lines(t), []line{{"tea", 3}, {"mug", 2}}; !reflect.DeepEqual(got, want) {
+	if got, want := replyLines(t, r), []line{{"tea", 3}, {"mug", 2}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("reserved %v, want %v", got, want)
 	}
 	if c := e.counts(t, "tea"); c != (counts{17, 3, 0, 20}) {
@@ -84,7 +82,7 @@ func TestReleaseGivesBackWhatWasReserved(t *testing.T) {
 	// recorded reservation is what comes back.
 	r := e.release(t, "o1", line{"teapot", 1}, line{"tea", 999})
 	expect(t, r, stock.TypeStockReleased, saga.Success, "")
-	if got, want := r.lines(t), []line{{"tea", 4}, {"teapot", 2}}; !reflect.DeepEqual(got, want) {
+	if got, want := replyLines(t, r), []line{{"tea", 4}, {"teapot", 2}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("released %v, want %v", got, want)
 	}
 	for _, id := range []string{"tea", "teapot"} {
@@ -104,7 +102,7 @@ func TestDuplicateLinesAreMerged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	r := e.reserve(t, "o1", line{"tea", 2}, line{"mug", 1}, line{"tea", 3})
-	if got, want := r.lines(t), []line{{"tea", 5}, {"mug", 1}}; !reflect.DeepEqual(got, want) {
+	if got, want := replyLines(t, r), []line{{"tea", 5}, {"mug", 1}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("reserved %v, want %v", got, want)
 	}
 	if c := e.counts(t, "tea"); c.Reserved != 5 {
@@ -126,8 +124,8 @@ func TestNullCompensationAndHanging(t *testing.T) {
 	rel := command(stock.TypeReleaseStock, "late", orderJSON("late", line{"teapot", 2}))
 	r1 := e.handle(t, rel)
 	expect(t, r1, stock.TypeStockReleased, saga.Success, "never arrived")
-	if len(r1.lines(t)) != 0 {
-		t.Errorf("null compensation released %v", r1.lines(t))
+	if len(replyLines(t, r1)) != 0 {
+		t.Errorf("null compensation released %v", replyLines(t, r1))
 	}
 	res := command(stock.TypeReserveStock, "late", orderJSON("late", line{"teapot", 2}))
 	h1 := e.handle(t, res)
@@ -195,32 +193,12 @@ func TestSameCommandConcurrent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	const instances, copies = 4, 6
-	svcs := make([]*stock.Service, instances)
-	for i := range svcs {
-		rdb := redis.NewClient(redistest.Options(t))
-		t.Cleanup(func() { _ = rdb.Close() })
-		_, svcs[i] = e.service(t, rdb)
-	}
+	handlers := participanttest.Instances(t, instances, func(rdb redis.UniversalClient) saga.CommandHandler {
+		_, svc := e.service(t, rdb)
+		return svc.Handle
+	})
 	run := func(cmd saga.Envelope) []reply {
-		out := make([]reply, instances*copies)
-		var wg sync.WaitGroup
-		for i := range out {
-			wg.Go(func() {
-				env, err := svcs[i%instances].Handle(context.Background(), cmd)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				out[i] = toReply(t, env)
-			})
-		}
-		wg.Wait()
-		for i, r := range out {
-			if r != out[0] {
-				t.Errorf("%s copy %d: %+v, want %+v", cmd.Type, i, r, out[0])
-			}
-		}
-		return out
+		return participanttest.Deliver(t, cmd, instances*copies, true, handlers...)
 	}
 	// Twelve orders race for the two teapots: each order's copies agree,
 	// and exactly two orders get one.
@@ -329,19 +307,11 @@ func TestReleaseMustNameReservedProducts(t *testing.T) {
 // error, so the runtime retries instead of dead-lettering.
 func TestRedisDownIsTransient(t *testing.T) {
 	t.Parallel()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
-	defer rdb.Close()
-	st, err := stock.NewStore(stock.Config{}, rdb, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := stock.NewService(st, nil)
+	var cmds []saga.Envelope
 	for _, typ := range []string{stock.TypeReserveStock, stock.TypeReleaseStock, stock.TypeCommitStock} {
-		_, err := svc.Handle(context.Background(), command(typ, "o1", orderJSON("o1", line{"tea", 1})))
-		if err == nil || errors.Is(err, saga.ErrPoison) {
-			t.Errorf("%s with Redis down: %v, want a transient error", typ, err)
-		}
+		cmds = append(cmds, command(typ, "o1", orderJSON("o1", line{"tea", 1})))
 	}
+	participanttest.RedisDownIsTransient(t, newHandler, cmds...)
 }
 
 func TestSeedProductsTotals(t *testing.T) {

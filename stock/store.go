@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sagaflow/sagaflow/idempotency"
+	"github.com/sagaflow/sagaflow/idempotency/hashset"
 )
 
 // Limits on what a command may ask for. They keep every number far below
@@ -135,7 +134,7 @@ type Store struct {
 	log     *zap.Logger
 	barrier *idempotency.Barrier // reserve / release
 	commit  *idempotency.Script
-	seed    *redis.Script
+	catalog *hashset.Set // the products
 }
 
 // NewStore returns a Store on rdb. It does no I/O (see Load). A nil log
@@ -155,14 +154,15 @@ func NewStore(cfg Config, rdb redis.UniversalClient, log *zap.Logger) (*Store, e
 	if err != nil {
 		return nil, err
 	}
-	return &Store{
+	s := &Store{
 		cfg:     cfg,
 		rdb:     rdb,
 		log:     log,
 		barrier: idem.Barrier("idem", reserveLua, releaseLua),
 		commit:  idem.Script("stock.commit", commitLua),
-		seed:    redis.NewScript(seedLua),
-	}, nil
+	}
+	s.catalog = hashset.New(rdb, s.catalogueKey(), s.productKey)
+	return s, nil
 }
 
 // Load sends the scripts to Redis, so a broken script or an unreachable
@@ -174,7 +174,7 @@ func (s *Store) Load(ctx context.Context) error {
 	if err := s.commit.Load(ctx); err != nil {
 		return err
 	}
-	return s.seed.Load(ctx, s.rdb).Err()
+	return s.catalog.Load(ctx)
 }
 
 func (s *Store) productKey(id string) string { return s.cfg.Prefix + ":product:" + id }
@@ -212,36 +212,27 @@ func (s *Store) Seed(ctx context.Context, products []Product) (added int, err er
 		seen[p.ID] = true
 	}
 	for _, p := range products {
-		n, err := s.seed.Run(ctx, s.rdb, []string{s.productKey(p.ID), s.catalogueKey()},
-			p.ID, p.Name, p.PriceCents, p.Available).Int()
+		ok, err := s.catalog.Add(ctx, p.ID, "name", p.Name, "price_cents", p.PriceCents,
+			"available", p.Available, "reserved", 0, "sold", 0, "stocked", p.Available)
 		if err != nil {
 			return added, fmt.Errorf("stock: seed %s: %w", p.ID, err)
 		}
-		added += n
+		if ok {
+			added++
+		}
 	}
 	return added, nil
 }
 
 // Products returns the catalogue, sorted by id.
 func (s *Store) Products(ctx context.Context) ([]Product, error) {
-	ids, err := s.rdb.SMembers(ctx, s.catalogueKey()).Result()
-	if err != nil {
-		return nil, fmt.Errorf("stock: products: %w", err)
-	}
-	slices.Sort(ids)
-	cmds := make([]*redis.MapStringStringCmd, len(ids))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.HGetAll(ctx, s.productKey(id))
-		}
-		return nil
-	})
+	ids, hs, err := s.catalog.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("stock: products: %w", err)
 	}
 	out := make([]Product, 0, len(ids))
 	for i, id := range ids {
-		p, err := parseProduct(id, cmds[i].Val())
+		p, err := parseProduct(id, hs[i])
 		if err != nil {
 			return nil, err
 		}
@@ -255,7 +246,7 @@ func (s *Store) Product(ctx context.Context, id string) (Product, error) {
 	if !idPattern.MatchString(id) {
 		return Product{}, fmt.Errorf("%w %q", ErrUnknownProduct, id)
 	}
-	h, err := s.rdb.HGetAll(ctx, s.productKey(id)).Result()
+	h, err := s.catalog.Get(ctx, id)
 	if err != nil {
 		return Product{}, fmt.Errorf("stock: product %s: %w", id, err)
 	}
@@ -267,16 +258,10 @@ func parseProduct(id string, h map[string]string) (Product, error) {
 		return Product{}, fmt.Errorf("%w %q", ErrUnknownProduct, id)
 	}
 	p := Product{ID: id, Name: h["name"]}
-	for _, f := range []struct {
-		name string
-		dst  *int64
-	}{{"price_cents", &p.PriceCents}, {"available", &p.Available}, {"reserved", &p.Reserved},
-		{"sold", &p.Sold}, {"stocked", &p.Stocked}} {
-		n, err := strconv.ParseInt(h[f.name], 10, 64)
-		if err != nil {
-			return Product{}, fmt.Errorf("stock: product %s: field %s is %q", id, f.name, h[f.name])
-		}
-		*f.dst = n
+	if err := hashset.ParseInt64s(h, hashset.Int64{Field: "price_cents", Dst: &p.PriceCents},
+		hashset.Int64{Field: "available", Dst: &p.Available}, hashset.Int64{Field: "reserved", Dst: &p.Reserved},
+		hashset.Int64{Field: "sold", Dst: &p.Sold}, hashset.Int64{Field: "stocked", Dst: &p.Stocked}); err != nil {
+		return Product{}, fmt.Errorf("stock: product %s: %w", id, err)
 	}
 	return p, nil
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
 	"github.com/sagaflow/sagaflow/idempotency/embedded"
 	"github.com/sagaflow/sagaflow/orders"
 	"github.com/sagaflow/sagaflow/payment"
@@ -39,9 +40,8 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	kafkaAddr := fs.String("kafka", "", "Kafka bootstrap servers; empty runs an embedded broker that keeps nothing")
 	redisAddr := fs.String("redis", "", "Redis address (host:port or redis:// URL); empty runs an embedded Redis that keeps nothing")
-	addr := fs.String("addr", "127.0.0.1:8080", "listen address of the web page and the API")
+	hf := ordersFlags(fs, "127.0.0.1:8080", "listen address of the web page and the API")
 	partitions := fs.Int("partitions", 4, "partitions per topic")
-	token := fs.String("operator-token", "", "bearer token of the operator endpoints (env SAGAFLOW_OPERATOR_TOKEN); none: they answer 401")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	host, _ := os.Hostname()
 	instance := fs.String("instance", "demo-"+host, "this demo's name on Kafka (its transactional ids); give each demo sharing one Kafka its own")
@@ -51,9 +51,6 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *partitions < 1 {
 		return fmt.Errorf("-partitions must be at least 1, got %d", *partitions)
-	}
-	if *token == "" {
-		*token = os.Getenv("SAGAFLOW_OPERATOR_TOKEN")
 	}
 	lvl, err := zapcore.ParseLevel(*logLevel)
 	if err != nil {
@@ -98,63 +95,36 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer closeRedis()
 
-	stocks, err := stock.NewStore(stock.Config{}, rdb, log)
+	stores, err := wire.OpenStores(rdb, "", log)
 	if err != nil {
 		return err
 	}
-	accounts, err := payment.NewStore(payment.Config{}, rdb, log)
-	if err != nil {
-		return err
-	}
-	if err := stocks.Load(ctx); err != nil {
-		return err
-	}
-	if err := accounts.Load(ctx); err != nil {
-		return err
-	}
+	stores.DemoScenarios = true
 	// Seeding keeps what exists: on a real Redis a second demo goes on with
 	// the stock and balances the first one left.
-	if _, err := stocks.Seed(ctx, stock.DemoCatalogue()); err != nil {
+	if _, err := wire.Prepare(ctx, stores.Stock, stock.DemoCatalogue()); err != nil {
 		return err
 	}
-	if _, err := accounts.Seed(ctx, payment.DemoCustomers()); err != nil {
-		return err
-	}
-
-	orch, err := newOrderOrchestrator(brokers, *instance, timings(), log.Named("orchestrator"))
-	if err != nil {
-		return err
-	}
-	stockP, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: saga.Kafka{Brokers: brokers, InstanceID: *instance},
-		CommandTopic: kafkatx.TopicStockCommands, ReplyTopic: kafkatx.TopicStockReplies},
-		stock.NewService(stocks, log.Named("stock")).Handle, log.Named("stock"))
-	if err != nil {
-		return err
-	}
-	payP, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: saga.Kafka{Brokers: brokers, InstanceID: *instance},
-		CommandTopic: kafkatx.TopicPaymentCommands, ReplyTopic: kafkatx.TopicPaymentReplies},
-		payment.NewService(accounts, payment.ServiceConfig{DemoScenarios: true}, log.Named("payment")).Handle, log.Named("payment"))
-	if err != nil {
+	if _, err := wire.Prepare(ctx, stores.Payment, payment.DemoCustomers()); err != nil {
 		return err
 	}
 
-	return runTogether(ctx, log, map[string]func(context.Context) error{
-		"orchestrator": orch.Run,
-		"stock":        stockP.Run,
-		"payment":      payP.Run,
-		"orders": func(ctx context.Context) error {
-			return serveOrders(ctx, ordersServer{
-				addr: *addr, brokers: brokers, rdb: rdb,
-				catalog: catalog{stocks}, accounts: customers{accounts},
-				cfg: orders.Config{OperatorToken: *token}, log: log.Named("orders"),
-				listening: func(url string) {
-					fmt.Fprintf(stdout, "\nsagaflow demo ready in %.1fs: open %s\n", time.Since(start).Seconds(), url)
-					fmt.Fprintln(stdout, "Customers alice, bob (per-order limit 200.00) and carol (12.00 in her account); the teapot has 2 in stock.")
-					fmt.Fprintln(stdout, "Ctrl-C stops it.")
-				},
-			})
-		},
-	})
+	cfg := wire.Config{Kafka: saga.Kafka{Brokers: brokers, InstanceID: *instance}, Saga: timings()}
+	parts, err := wire.Saga(cfg, stores, log)
+	if err != nil {
+		return err
+	}
+	parts["orders"] = func(ctx context.Context) error {
+		return serveOrders(ctx, ordersServer{
+			addr: *hf.addr, wire: cfg, cfg: hf.config(), rdb: rdb, stores: stores, log: log.Named("orders"),
+			listening: func(url string) {
+				fmt.Fprintf(stdout, "\nsagaflow demo ready in %.1fs: open %s\n", time.Since(start).Seconds(), url)
+				fmt.Fprintln(stdout, "Customers alice, bob (per-order limit 200.00) and carol (12.00 in her account); the teapot has 2 in stock.")
+				fmt.Fprintln(stdout, "Ctrl-C stops it.")
+			},
+		})
+	}
+	return runTogether(ctx, log, parts)
 }
 
 // demoRedis connects to addr, or starts an embedded Redis when addr is empty.

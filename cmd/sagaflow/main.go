@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 )
 
@@ -119,6 +120,24 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
 		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
 	}
+}
+
+// parse parses args into fs and returns the logger of the flags, with the
+// service and this instance attached; the caller syncs it.
+func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Logger, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	log, err := in.logger()
+	if err != nil {
+		return nil, err
+	}
+	return log.With(zap.String("service", service), zap.String("instance", *in.instance)), nil
+}
+
+// sagaKafka is this instance on --kafka.
+func (in *infra) sagaKafka() saga.Kafka {
+	return saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance}
 }
 
 // logger returns a console logger at the flag's level.

@@ -17,14 +17,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/sagaflow/sagaflow/idempotency"
+	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
 	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/orders"
-	"github.com/sagaflow/sagaflow/orders/web"
+	"github.com/sagaflow/sagaflow/orders/orderstest"
 	"github.com/sagaflow/sagaflow/payment"
-	"github.com/sagaflow/sagaflow/saga"
-	"github.com/sagaflow/sagaflow/saga/kafkatx"
-	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
 	"github.com/sagaflow/sagaflow/stock"
 )
 
@@ -472,191 +469,66 @@ type stack struct {
 // startStack runs the orders service (serving this package's page), its
 // read model, the orchestrator and the stock and payment participants on
 // fresh topics of the real Kafka and fresh keys of the real Redis, seeded
-// with a small catalogue and three customers.
+// with a small catalogue and three customers. It is the demo's assembly
+// (package wire) on the test's topics and keys.
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	rdb := redistest.Client(t)
-	brokers := kafkatest.Brokers(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	const parts = 2
-	topic := func(name string) string { return kafkatest.Topic(t, brokers, name, parts) }
-	events, state, control := topic("events"), topic("state"), topic("control")
-	stockCmd, stockRep, payCmd, payRep, dlq := topic("stockcmd"), topic("stockrep"), topic("paycmd"), topic("payrep"), topic("dlq")
-	kafka := func(group string) saga.Kafka {
-		return saga.Kafka{Brokers: brokers, Group: group + "-" + events, InstanceID: "web0", DeadLetterTopic: dlq,
-			MaxBatch: 100, MaxInterval: 20 * time.Millisecond, TransactionTimeout: 10 * time.Second,
-			SessionTimeout: 6 * time.Second}
+	tt := orderstest.NewTopics(t, 2)
+	cfg := wire.Config{
+		Kafka: tt.Kafka("web", "web0"),
+		Topics: wire.Topics{Events: tt.Events, State: tt.State, Control: tt.Control,
+			StockCommands: tt.StockCmd, StockReplies: tt.StockRep, PaymentCommands: tt.PayCmd, PaymentReplies: tt.PayRep},
+		// Long enough that a loaded machine does not time a step out twice
+		// in a row, short enough for the slow-payment order to give up soon.
+		Saga:         orders.SagaConfig{StepTimeout: 3 * time.Second, Attempts: 2, Backoff: 100 * time.Millisecond, Deadline: time.Minute},
+		TickInterval: 100 * time.Millisecond,
+		RedisPrefix:  redistest.Prefix(t),
 	}
 
-	stocks, err := stock.NewStore(stock.Config{Prefix: redistest.Prefix(t)}, rdb, log)
+	stores, err := wire.OpenStores(rdb, redistest.Prefix(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stocks.Seed(ctx, []stock.Product{
+	stores.DemoScenarios = true
+	if _, err := wire.Prepare(ctx, stores.Stock, []stock.Product{
 		{ID: "tea", Name: "Green tea", PriceCents: 450, Available: 50},
 		{ID: "teapot", Name: "Cast-iron teapot", PriceCents: 4500, Available: 2},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	accounts, err := payment.NewStore(payment.Config{Prefix: redistest.Prefix(t)}, rdb, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := accounts.Seed(ctx, []payment.Customer{
+	if _, err := wire.Prepare(ctx, stores.Payment, []payment.Customer{
 		{ID: "alice", Name: "Alice", BalanceCents: 100_000, LimitCents: 50_000},
 		{ID: "bob", Name: "Bob", BalanceCents: 60_000, LimitCents: 20_000},
 		{ID: "carol", Name: "Carol", BalanceCents: 1_200, LimitCents: 50_000},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, load := range []func(context.Context) error{stocks.Load, accounts.Load} {
-		if err := load(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	// The participants and the orchestrator.
-	for _, pc := range []struct {
-		cmd, rep string
-		h        saga.CommandHandler
-	}{
-		{stockCmd, stockRep, stock.NewService(stocks, log).Handle},
-		{payCmd, payRep, payment.NewService(accounts, payment.ServiceConfig{DemoScenarios: true}, log).Handle},
-	} {
-		part, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: kafka("part-" + pc.cmd), CommandTopic: pc.cmd, ReplyTopic: pc.rep}, pc.h, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runBackground(t, part.Run)
-	}
-	reg, err := saga.NewRegistry(orders.Definition(orders.SagaConfig{
-		StockTopic: stockCmd, PaymentTopic: payCmd, EventsTopic: events,
-		// Long enough that a loaded machine does not time a step out twice
-		// in a row, short enough for the slow-payment order to give up soon.
-		StepTimeout: 3 * time.Second, Attempts: 2, Backoff: 100 * time.Millisecond, Deadline: time.Minute,
-	}))
+	parts, err := wire.Saga(cfg, stores, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	orch, err := saga.NewOrchestrator(saga.OrchestratorConfig{
-		Kafka: kafka("orch"), Registry: reg, Starts: orders.Starts(),
-		StartTopics: []string{events}, ReplyTopics: []string{stockRep, payRep},
-		ControlTopic: control, StateTopic: state, TickInterval: 100 * time.Millisecond,
-	}, log)
-	if err != nil {
-		t.Fatal(err)
+	for _, run := range parts {
+		orderstest.RunBackground(t, run)
 	}
-	runBackground(t, orch.Run)
 
 	// The orders service, with the page.
-	idem, err := idempotency.New(idempotency.Config{Prefix: redistest.Prefix(t)}, rdb, log)
+	o, err := wire.NewOrders(cfg, orders.Config{}, rdb, stores, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	producer, err := kafkatx.NewProducer(brokers, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(producer.Close)
-	rm, err := orders.NewReadModel(orders.ReadModelConfig{Brokers: brokers, StateTopic: state, EventsTopic: events}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runBackground(t, rm.Run)
-	svc, err := orders.New(orders.Config{EventsTopic: events, ControlTopic: control}, orders.Deps{
-		Producer: producer, Idempotency: idem, Orders: rm,
-		Catalog: catalog{stocks}, Accounts: customers{accounts},
-		Web: web.Handler(),
-	}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc)
+	t.Cleanup(o.Close)
+	orderstest.RunBackground(t, o.ReadModel.Run)
+	srv := httptest.NewServer(o.Service)
 	t.Cleanup(func() {
-		svc.Close() // ends the event streams, which srv.Close would wait for
+		o.Service.Close() // ends the event streams, which srv.Close would wait for
 		srv.Close()
 	})
 	return &stack{url: srv.URL}
-}
-
-// runBackground runs f until the test ends.
-func runBackground(t *testing.T, f func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("background runner stopped with: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("background runner did not stop within 30s")
-		}
-	})
-}
-
-// catalog is the stock store as the orders service's catalogue.
-type catalog struct{ s *stock.Store }
-
-func (c catalog) Products(ctx context.Context) ([]orders.Product, error) {
-	ps, err := c.s.Products(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]orders.Product, len(ps))
-	for i, p := range ps {
-		out[i] = orderProduct(p)
-	}
-	return out, nil
-}
-
-func (c catalog) Product(ctx context.Context, id string) (orders.Product, error) {
-	p, err := c.s.Product(ctx, id)
-	if errors.Is(err, stock.ErrUnknownProduct) {
-		return orders.Product{}, fmt.Errorf("%w: %w", orders.ErrNotFound, err)
-	}
-	if err != nil {
-		return orders.Product{}, err
-	}
-	return orderProduct(p), nil
-}
-
-func orderProduct(p stock.Product) orders.Product {
-	return orders.Product{ID: p.ID, Name: p.Name, PriceCents: p.PriceCents, Available: p.Available, Reserved: p.Reserved, Sold: p.Sold}
-}
-
-// customers is the payment store as the orders service's accounts.
-type customers struct{ s *payment.Store }
-
-func (a customers) Customers(ctx context.Context) ([]orders.Customer, error) {
-	cs, err := a.s.Customers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]orders.Customer, len(cs))
-	for i, c := range cs {
-		out[i] = orderCustomer(c)
-	}
-	return out, nil
-}
-
-func (a customers) Customer(ctx context.Context, id string) (orders.Customer, error) {
-	c, err := a.s.Customer(ctx, id)
-	if errors.Is(err, payment.ErrUnknownCustomer) {
-		return orders.Customer{}, fmt.Errorf("%w: %w", orders.ErrNotFound, err)
-	}
-	if err != nil {
-		return orders.Customer{}, err
-	}
-	return orderCustomer(c), nil
-}
-
-func orderCustomer(c payment.Customer) orders.Customer {
-	return orders.Customer{ID: c.ID, Name: c.Name, BalanceCents: c.BalanceCents, OrderLimitCents: c.LimitCents}
 }
