@@ -48,7 +48,7 @@ chromium: ## install Debian's chromium (for the browser test) when it is missing
 test: up chromium vet ## start the infrastructure, go vet, then all tests with -race
 	$(GO) test $(TEST_FLAGS) ./...
 	@echo "== the idempotency suite again, on the demo's embedded Redis (miniredis) =="
-	SAGAFLOW_REDIS=embedded $(GO) test -count=1 ./idempotency/...
+	SAGAFLOW_REDIS=embedded $(GO) test -count=1 ./idempotency/ ./idempotency/hashset/
 
 lint: ## gofmt (fails on any unformatted file), go vet, staticcheck
 	@unformatted=$$(find . -path ./.cache -prune -o -path ./.git -prune -o -name testdata -prune \
