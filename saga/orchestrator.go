@@ -130,7 +130,6 @@ type OrchestratorStats struct {
 	Restored int64 // snapshots read back on partition assignment
 	Ticks    int64 // tick records sent
 	Ended    int64 // sagas that reached a terminal state here
-	Active   int64 // sagas not yet terminal, in this instance's partitions
 }
 
 // partition holds the committed instances of one partition number.
@@ -218,20 +217,10 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	return err
 }
 
-// Stats returns the counters; safe from any goroutine.
+// Stats returns the counters; safe from any goroutine, and cheap: no lock.
 func (o *Orchestrator) Stats() OrchestratorStats {
-	o.mu.Lock()
-	var active int64
-	for _, p := range o.parts {
-		for _, in := range p.sagas {
-			if !in.IsTerminal() {
-				active++
-			}
-		}
-	}
-	o.mu.Unlock()
 	return OrchestratorStats{Applied: o.applied.Load(), Ignored: o.ignored.Load(), Poison: o.poison.Load(),
-		Restored: o.restored.Load(), Ticks: o.ticked.Load(), Ended: o.ended.Load(), Active: active}
+		Restored: o.restored.Load(), Ticks: o.ticked.Load(), Ended: o.ended.Load()}
 }
 
 // LoopStats returns the transactional loop's counters.
