@@ -2,7 +2,6 @@ package payment
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -88,21 +87,9 @@ func (s *Service) Store() *Store { return s.store }
 // result as the first (new message id). The error is poison (wraps
 // saga.ErrPoison: dead-letter) or transient (retry); see the package doc.
 func (s *Service) Handle(ctx context.Context, cmd saga.Envelope) (saga.Envelope, error) {
-	var want saga.Phase
-	switch cmd.Type {
-	case TypeChargePayment:
-		want = saga.PhaseAction
-	case TypeRefundPayment:
-		want = saga.PhaseCompensation
-	default:
-		return saga.Envelope{}, fmt.Errorf("%w: payment does not handle %q", saga.ErrPoison, cmd.Type)
-	}
-	if cmd.Phase != want {
-		return saga.Envelope{}, fmt.Errorf("%w: payment: %s with phase %q, want %q", saga.ErrPoison, cmd.Type, cmd.Phase, want)
-	}
 	var o order
-	if err := json.Unmarshal(cmd.Payload, &o); err != nil {
-		return saga.Envelope{}, fmt.Errorf("%w: payment: %s is not an order: %v", saga.ErrPoison, cmd.Type, err)
+	if err := saga.DecodeCommand("payment", cmd, commandPhases, "an order", &o); err != nil {
+		return saga.Envelope{}, err
 	}
 	if o.OrderID != "" && o.OrderID != cmd.SagaID {
 		return saga.Envelope{}, fmt.Errorf("%w: payment: %s for order %q travels as saga %q", saga.ErrPoison, cmd.Type, o.OrderID, cmd.SagaID)
@@ -200,3 +187,7 @@ func (s *Service) classify(cmd saga.Envelope, err error) error {
 	}
 	return err
 }
+
+// commandPhases are the commands this participant handles, with the phase
+// each must travel in (docs/messages.md).
+var commandPhases = map[string]saga.Phase{TypeChargePayment: saga.PhaseAction, TypeRefundPayment: saga.PhaseCompensation}

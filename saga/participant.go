@@ -2,6 +2,7 @@ package saga
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -103,5 +104,24 @@ func (p *Participant) handle(ctx context.Context, recs []kafkatx.Record, out *ka
 		out.Produce(ctx, m)
 	}
 	p.cfg.Failpoint("participant/after-produce")
+	return nil
+}
+
+// DecodeCommand checks that cmd is one of the command types a participant
+// handles, with the phase that type must travel in, and decodes its value
+// into body, which what names for the error ("an order"). Every error wraps ErrPoison and names the participant: a
+// command of the wrong type or phase, or a value that is not body, can never
+// be applied, however often it comes.
+func DecodeCommand(participant string, cmd Envelope, phases map[string]Phase, what string, body any) error {
+	want, ok := phases[cmd.Type]
+	if !ok {
+		return fmt.Errorf("%w: %s does not handle %q", ErrPoison, participant, cmd.Type)
+	}
+	if cmd.Phase != want {
+		return fmt.Errorf("%w: %s: %s with phase %q, want %q", ErrPoison, participant, cmd.Type, cmd.Phase, want)
+	}
+	if err := json.Unmarshal(cmd.Payload, body); err != nil {
+		return fmt.Errorf("%w: %s: %s is not %s: %v", ErrPoison, participant, cmd.Type, what, err)
+	}
 	return nil
 }

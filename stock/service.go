@@ -2,7 +2,6 @@ package stock
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -61,21 +60,9 @@ func (s *Service) Store() *Store { return s.store }
 // result as the first (new message id). The error is poison (wraps
 // saga.ErrPoison: dead-letter) or transient (retry); see the package doc.
 func (s *Service) Handle(ctx context.Context, cmd saga.Envelope) (saga.Envelope, error) {
-	var want saga.Phase
-	switch cmd.Type {
-	case TypeReserveStock, TypeCommitStock:
-		want = saga.PhaseAction
-	case TypeReleaseStock:
-		want = saga.PhaseCompensation
-	default:
-		return saga.Envelope{}, fmt.Errorf("%w: stock does not handle %q", saga.ErrPoison, cmd.Type)
-	}
-	if cmd.Phase != want {
-		return saga.Envelope{}, fmt.Errorf("%w: stock: %s with phase %q, want %q", saga.ErrPoison, cmd.Type, cmd.Phase, want)
-	}
 	var o order
-	if err := json.Unmarshal(cmd.Payload, &o); err != nil {
-		return saga.Envelope{}, fmt.Errorf("%w: stock: %s is not an order: %v", saga.ErrPoison, cmd.Type, err)
+	if err := saga.DecodeCommand("stock", cmd, commandPhases, "an order", &o); err != nil {
+		return saga.Envelope{}, err
 	}
 	if o.OrderID != "" && o.OrderID != cmd.SagaID {
 		return saga.Envelope{}, fmt.Errorf("%w: stock: %s for order %q travels as saga %q", saga.ErrPoison, cmd.Type, o.OrderID, cmd.SagaID)
@@ -146,3 +133,7 @@ func productIDs(lines []Line) []string {
 	}
 	return ids
 }
+
+// commandPhases are the commands this participant handles, with the phase
+// each must travel in (docs/messages.md).
+var commandPhases = map[string]saga.Phase{TypeReserveStock: saga.PhaseAction, TypeCommitStock: saga.PhaseAction, TypeReleaseStock: saga.PhaseCompensation}
