@@ -58,18 +58,24 @@ func TestEndToEnd(t *testing.T) {
 	}
 	wg.Wait()
 
-	// The stream showed the order move from Placed to Completed, in order.
+	// The stream showed the order move forward to Completed, never back,
+	// and ended with the final snapshot's steps. Whether Running shows
+	// depends on which topic the read model reads first: an end event read
+	// ahead of the snapshots takes the order straight to Completed.
+	rank := map[Status]int{StatusPlaced: 1, StatusRunning: 2, StatusCompleted: 3}
 	var seen []Status
-	for len(seen) == 0 || seen[len(seen)-1] != StatusCompleted {
+	for done := false; !done; {
 		var o Order
 		stream.next(&o)
 		if len(seen) == 0 || seen[len(seen)-1] != o.Status {
 			seen = append(seen, o.Status)
 		}
+		if rank[o.Status] == 0 || len(seen) > 1 && rank[o.Status] < rank[seen[len(seen)-2]] {
+			t.Fatalf("stream showed %v", seen)
+		}
+		done = o.Status == StatusCompleted && len(o.Steps) == 3 && o.Steps[2].Status == saga.StepDone
 	}
-	if fmt.Sprint(seen) != "[Placed Running Completed]" {
-		t.Errorf("stream showed %v", seen)
-	}
+	t.Logf("stream showed %v", seen)
 
 	// One end event per saga on orders.events.
 	ends := map[string]int{}

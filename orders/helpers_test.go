@@ -332,13 +332,20 @@ func (w *world) place(key, body string) Order {
 	return r.order(w.t)
 }
 
-// waitStatus polls GET /orders/{id} until the order has the status.
+// waitStatus polls GET /orders/{id} until the order has the status and the
+// snapshot that brought it there: an end event read ahead of its snapshot
+// gives the status first, with the steps of an older one.
 func (w *world) waitStatus(id string, want Status, timeout time.Duration) Order {
 	w.t.Helper()
 	var last response
 	kafkatest.WaitFor(w.t, timeout, fmt.Sprintf("order %s to be %s", id, want), func() bool {
 		last = w.do(http.MethodGet, "/orders/"+id, nil)
-		return last.status == http.StatusOK && last.order(w.t).Status == want
+		if last.status != http.StatusOK {
+			return false
+		}
+		o := last.order(w.t)
+		n := len(o.History)
+		return o.Status == want && n > 0 && statusOf(o.History[n-1].To) == want
 	})
 	return last.order(w.t)
 }

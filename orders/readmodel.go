@@ -57,9 +57,12 @@ func (c ReadModelConfig) Validate() error {
 //     different topics), so it creates the order from the saga's data if
 //     needed.
 //   - An end event (OrderConfirmed, OrderCancelled, OrderFailed) is committed
-//     with the snapshot that ends the saga and confirms its end; it is
-//     applied only if that snapshot has not been read yet, so an old
-//     OrderFailed read after an operator retry's snapshot cannot undo it.
+//     with the snapshot that ends the saga and carries that snapshot's
+//     Version. The two topics are read in no set order, so the event may
+//     come first: it then gives the end state at once, and snapshots older
+//     than it are passed over, so the order never steps back from
+//     Completed to Running. An event older than what was read (an
+//     OrderFailed before an operator's retry) changes nothing.
 //
 // It holds every order in memory: fine for the demo and one service; a
 // store with an index is the next step for a long-lived deployment.
@@ -81,13 +84,12 @@ type ReadModel struct {
 // entry is the read model's record of one order.
 type entry struct {
 	order Order
-	// version is the applied snapshot's Version; zero with no snapshot.
-	version     uint64
-	hasSnapshot bool
-	// ends counts the end events read, by the state they report; history
-	// counts the snapshot's history entries into that state. An end event
-	// whose count exceeds the snapshot's is news; one that does not is old.
-	ends map[saga.State]int
+	// version is the newest saga Version read, from a snapshot or an end
+	// event; zero before either. full says the snapshot of that version was
+	// applied: when an end event got ahead of it, steps and history are
+	// older than the status until it comes.
+	version uint64
+	full    bool
 }
 
 // NewReadModel returns a read model; Run fills it. A nil log means no
@@ -287,9 +289,9 @@ func (m *ReadModel) snapshot(r kafkatx.Record) bool {
 		m.create(data, at)
 		e = m.orders[in.ID]
 	}
-	if e.hasSnapshot && in.Version <= e.version {
-		// Same or older: only Ignored moved (a duplicate reply), which the
-		// API does not show.
+	if in.Version < e.version || in.Version == e.version && e.full {
+		// Older than what was read, or the same with only Ignored moved (a
+		// duplicate reply), which the API does not show.
 		return true
 	}
 	o := e.order
@@ -300,7 +302,7 @@ func (m *ReadModel) snapshot(r kafkatx.Record) bool {
 		o.UpdatedAt = in.History[n-1].At.UTC()
 	}
 	o.rev++
-	e.order, e.version, e.hasSnapshot = o, in.Version, true
+	e.order, e.version, e.full = o, in.Version, true
 	m.counts[o.Status]++
 	m.publish(o)
 	return true
@@ -329,7 +331,7 @@ func (m *ReadModel) event(r kafkatx.Record) bool {
 		return true
 	case TypeOrderConfirmed, TypeOrderCancelled, TypeOrderFailed:
 		var ev saga.EndEvent
-		if err := json.Unmarshal(env.Payload, &ev); err != nil || !terminal(ev.State) {
+		if err := json.Unmarshal(env.Payload, &ev); err != nil || !terminal(ev.State) || ev.Version == 0 {
 			m.log.Warn("unreadable end event", zap.String("saga_id", env.SagaID), zap.Error(err))
 			return false
 		}
@@ -344,24 +346,14 @@ func (m *ReadModel) event(r kafkatx.Record) bool {
 			m.create(o, r.Timestamp)
 			e = m.orders[env.SagaID]
 		}
-		if e.ends == nil {
-			e.ends = map[saga.State]int{}
-		}
-		e.ends[ev.State]++
-		reached := 0
-		for _, c := range e.order.History {
-			if c.To == ev.State {
-				reached++
-			}
-		}
-		if e.ends[ev.State] <= reached {
-			return true // its snapshot was read already
+		if ev.Version <= e.version {
+			return true // its snapshot, or a newer one, was read already
 		}
 		o := e.order
 		m.counts[o.Status]--
 		o.Status, o.Reason, o.UpdatedAt = statusOf(ev.State), ev.Reason, r.Timestamp.UTC()
 		o.rev++
-		e.order = o
+		e.order, e.version, e.full = o, ev.Version, false
 		m.counts[o.Status]++
 		m.publish(o)
 		return true

@@ -104,9 +104,13 @@ func TestReadModelEndEventBeforeItsSnapshot(t *testing.T) {
 	m := newTestReadModel(t)
 	o := testOrder("ord-3", "broke")
 	run := startSaga(t, o)
+	sub := m.Subscribe("ord-3")
+	defer sub.Close()
 	feed(t, m, kafkatx.TopicSagaState, "ord-3", run.snapshot())
 	run.reply(saga.Success) // reserved
+	reserved := run.snapshot()
 	run.reply(saga.Failure) // declined: release the stock
+	compensating := run.snapshot()
 	run.reply(saga.Success) // released
 	if run.inst.State != saga.Cancelled {
 		t.Fatalf("saga is %s", run.inst.State)
@@ -116,6 +120,13 @@ func TestReadModelEndEventBeforeItsSnapshot(t *testing.T) {
 	if got.Status != StatusCancelled || got.Reason == "" {
 		t.Fatalf("end event not applied: %+v", got)
 	}
+	// The snapshots in between come late, as they may when the reader is
+	// behind on saga.state: the order must not step back to Running.
+	feed(t, m, kafkatx.TopicSagaState, "ord-3", reserved)
+	feed(t, m, kafkatx.TopicSagaState, "ord-3", compensating)
+	if got, _ := m.Get("ord-3"); got.Status != StatusCancelled {
+		t.Fatalf("a snapshot older than the end event moved the order back to %s", got.Status)
+	}
 	feed(t, m, kafkatx.TopicSagaState, "ord-3", run.snapshot())
 	got, _ = m.Get("ord-3")
 	if got.Status != StatusCancelled || got.Steps[0].Status != saga.StepCompensated || got.Steps[1].Status != saga.StepFailed {
@@ -123,6 +134,15 @@ func TestReadModelEndEventBeforeItsSnapshot(t *testing.T) {
 	}
 	if c := m.Counts(); c[StatusCancelled] != 1 || c[StatusRunning] != 0 {
 		t.Fatalf("counts %v", c)
+	}
+	var statuses []Status
+	for _, o := range sub.Next() {
+		statuses = append(statuses, o.Status)
+	}
+	// Placed and Running from the first snapshot, Cancelled from the event,
+	// then Cancelled again with the final snapshot's steps.
+	if fmt.Sprint(statuses) != "[Placed Running Cancelled Cancelled]" {
+		t.Fatalf("subscriber saw %v", statuses)
 	}
 }
 

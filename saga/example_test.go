@@ -154,7 +154,7 @@ func ExampleTransition() {
 	// PaymentDeclined:
 	//   send ReleaseStock to stock.commands: {"quantity":2,"sku":"mug"}
 	// StockReleased:
-	//   send OrderCancelled to orders.events: {"saga_id":"order-42","saga_type":"order","state":"Cancelled","reason":"step charge-payment failed: payment declined: insufficient funds","data":{"id":"order-42","sku":"mug","quantity":2,"account":"alice","amount_cents":1800}}
+	//   send OrderCancelled to orders.events: {"saga_id":"order-42","saga_type":"order","state":"Cancelled","reason":"step charge-payment failed: payment declined: insufficient funds","version":4,"data":{"id":"order-42","sku":"mug","quantity":2,"account":"alice","amount_cents":1800}}
 	// Cancelled, reason "step charge-payment failed: payment declined: insufficient funds", ignored 1
 	//   Started -> Running(0): saga started
 	//   Running -> Running(1): step reserve-stock succeeded

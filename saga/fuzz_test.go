@@ -234,6 +234,11 @@ func (h *harness) apply(in saga.Input) {
 			if !next.IsTerminal() {
 				t.Fatalf("end event %s while %s", o.Type, pos(next))
 			}
+			// Readers order it against the snapshots by its version.
+			var ev saga.EndEvent
+			if err := json.Unmarshal(o.Payload, &ev); err != nil || ev.Version != next.Version || ev.State != next.State {
+				t.Fatalf("end event %s says %s at version %d (%v), the snapshot %s at %d", o.Type, ev.State, ev.Version, err, next.State, next.Version)
+			}
 			continue
 		}
 		commands++

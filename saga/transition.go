@@ -134,6 +134,11 @@ type EndEvent struct {
 	SagaType string `json:"saga_type"`
 	State    State  `json:"state"`
 	Reason   string `json:"reason,omitempty"`
+	// Version is the Version of the snapshot that ends the saga, committed
+	// in the same transaction. A reader that follows both the events and
+	// saga.state sees them in no set order across the two topics; Version
+	// tells it which of the two is newer.
+	Version uint64 `json:"version"`
 	// Data is the saga's data, so a reader of the event needs nothing else.
 	Data json.RawMessage `json:"data,omitempty"`
 	// Results holds the successful actions' results, by step name.
@@ -664,7 +669,9 @@ func (t *tx) end(e Event) {
 	if !e.enabled() {
 		return
 	}
-	body := EndEvent{SagaID: t.i.ID, SagaType: t.i.Type, State: t.i.State, Reason: t.i.Reason, Data: t.i.Data}
+	// commit adds the one Version this transition takes.
+	version := t.i.Version + 1
+	body := EndEvent{SagaID: t.i.ID, SagaType: t.i.Type, State: t.i.State, Reason: t.i.Reason, Version: version, Data: t.i.Data}
 	for _, s := range t.i.Steps {
 		if len(s.Result) > 0 {
 			if body.Results == nil {
@@ -678,7 +685,8 @@ func (t *tx) end(e Event) {
 		// Data and results were checked to be JSON on the way in, so this
 		// cannot happen short of a corrupted snapshot; say so in the event
 		// rather than dropping it.
-		payload, _ = json.Marshal(EndEvent{SagaID: t.i.ID, SagaType: t.i.Type, State: t.i.State, Reason: "cannot encode end event: " + err.Error()})
+		payload, _ = json.Marshal(EndEvent{SagaID: t.i.ID, SagaType: t.i.Type, State: t.i.State, Version: version,
+			Reason: "cannot encode end event: " + err.Error()})
 	}
 	t.out = append(t.out, Outgoing{
 		Topic:       e.Topic,
