@@ -20,6 +20,7 @@ var conformance = []struct {
 	{name: "AbortPathHandlesBatchAgain", test: testAbortPathHandlesBatchAgain},
 	{name: "PoisonRecordIsDeadLetteredAndPartitionMoves", test: testPoisonRecordIsDeadLetteredAndPartitionMoves},
 	{name: "RebalanceJoinAndLeave", test: testRebalanceJoinAndLeave},
+	{name: "OnAssignFailureStopsButStopDuringItIsGraceful", test: testOnAssignFailureAndStopDuringIt},
 	{name: "CrashMidTransaction", test: testCrashMidTransaction},
 	{name: "ZombieIsFenced", test: testZombieIsFenced},
 }

@@ -527,7 +527,13 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			if err == nil {
 				err = l.cfg.OnAssign(l.ctx, parts)
 			}
-			if err != nil {
+			switch {
+			case err != nil && l.ctx.Err() != nil:
+				// The stop cut the restore short. That is no failure: the
+				// loop ends before it polls a record of these partitions,
+				// and the next owner restores them afresh.
+				l.log.Info("stopping during partition assignment", zap.Any("partitions", parts), zap.Error(err))
+			case err != nil:
 				l.stop = fmt.Errorf("kafkatx: on assign: %w", err)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -261,6 +262,54 @@ func testRebalanceJoinAndLeave(t *testing.T, brokers string) {
 	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
 	if got := a.Stats().Records + b.Stats().Records; got != n {
 		t.Errorf("committed records A+B = %d, want %d", got, n)
+	}
+}
+
+// testOnAssignFailureAndStopDuringIt: an OnAssign that fails stops the loop
+// with its error, as a restore that failed would otherwise let the handler
+// run on missing state; but an OnAssign cut short by the stop itself (the
+// orchestrator restoring snapshots when it is told to stop) is a graceful
+// stop, and Run returns nil.
+func testOnAssignFailureAndStopDuringIt(t *testing.T, brokers string) {
+	in := kafkatest.Topic(t, brokers, "in", 2)
+	out := kafkatest.Topic(t, brokers, "out", 2)
+	msgs, _ := inputs(in, "a", 10)
+	kafkatest.Produce(t, brokers, msgs)
+	group := "assign-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+
+	failing := baseConfig(brokers, in, group+"-fail")
+	failing.OnAssign = func(context.Context, []kafkatx.TopicPartition) error { return errors.New("no state store") }
+	l, err := kafkatx.New(failing, copyHandler(out), zaptest.NewLogger(t).Named("fail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := l.Run(ctx); err == nil || !strings.Contains(err.Error(), "on assign: no state store") {
+		t.Fatalf("Run with a failing OnAssign returned %v, want the OnAssign error", err)
+	}
+	if st := l.Stats(); st.Records != 0 {
+		t.Errorf("handled %d records after OnAssign failed", st.Records)
+	}
+
+	entered := make(chan struct{})
+	blocking := baseConfig(brokers, in, group+"-stop")
+	blocking.OnAssign = func(ctx context.Context, _ []kafkatx.TopicPartition) error {
+		close(entered)
+		<-ctx.Done()
+		return fmt.Errorf("restore: %w", ctx.Err())
+	}
+	_, stop := runLoop(t, blocking, copyHandler(out), zaptest.NewLogger(t).Named("stop"))
+	select {
+	case <-entered:
+	case <-time.After(60 * time.Second):
+		t.Fatal("OnAssign not called within 60s")
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run stopped during OnAssign returned %v, want nil", err)
+	}
+	if got := kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted); len(got) != 0 {
+		t.Errorf("%d records produced, want none", len(got))
 	}
 }
 
