@@ -215,6 +215,7 @@ func (w *world) runSaga(t testing.TB) {
 		t.Fatal(err)
 	}
 	orderstest.RunBackground(t, o.Run)
+	joined := []func() kafkatx.Stats{o.LoopStats}
 	for _, pc := range []struct{ cmd, rep string }{{w.StockCmd, w.StockRep}, {w.PayCmd, w.PayRep}} {
 		p, err := saga.NewParticipant(saga.ParticipantConfig{Kafka: w.Kafka("part-"+pc.cmd, "t0"),
 			CommandTopic: pc.cmd, ReplyTopic: pc.rep}, testParticipant, w.log)
@@ -222,7 +223,18 @@ func (w *world) runSaga(t testing.TB) {
 			t.Fatal(err)
 		}
 		orderstest.RunBackground(t, p.Run)
+		joined = append(joined, p.Stats)
 	}
+	// Step timeouts are short here: a participant still joining its group
+	// when the first command goes out would time a step out.
+	kafkatest.WaitFor(t, 60*time.Second, "the orchestrator and the participants to own partitions", func() bool {
+		for _, stats := range joined {
+			if stats().Assigned == 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // testParticipant plays stock and payment: unobtainium is never in stock,

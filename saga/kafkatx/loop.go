@@ -86,6 +86,9 @@ type Stats struct {
 	Poison            int64 // records handed to OnPoison
 	ProducerRecreated int64 // producers replaced after a fatal error
 	Rewinds           int64 // seeks back to the committed offsets
+	// Assigned is the number of partitions this instance owns now: zero
+	// before it joined its group, after it lost them all and after Run.
+	Assigned int64
 }
 
 // Loop is a transactional consume-process-produce loop. Run it once.
@@ -111,7 +114,7 @@ type Loop struct {
 	ctx      context.Context
 
 	stats struct {
-		committed, aborted, records, produced, poison, recreated, rewinds atomic.Int64
+		committed, aborted, records, produced, poison, recreated, rewinds, assigned atomic.Int64
 	}
 }
 
@@ -137,7 +140,7 @@ func (l *Loop) Stats() Stats {
 		Committed: l.stats.committed.Load(), Aborted: l.stats.aborted.Load(),
 		Records: l.stats.records.Load(), Produced: l.stats.produced.Load(),
 		Poison: l.stats.poison.Load(), ProducerRecreated: l.stats.recreated.Load(),
-		Rewinds: l.stats.rewinds.Load(),
+		Rewinds: l.stats.rewinds.Load(), Assigned: l.stats.assigned.Load(),
 	}
 }
 
@@ -145,6 +148,7 @@ func (l *Loop) Stats() Stats {
 // holds and leaves the group. It returns nil after a graceful stop.
 func (l *Loop) Run(ctx context.Context) error {
 	l.ctx = ctx
+	defer l.stats.assigned.Store(0) // whichever way it ends, it owns nothing after
 	if err := l.newProducer(ctx); err != nil {
 		return err
 	}
@@ -546,6 +550,7 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		if err != nil {
 			l.stop = fmt.Errorf("kafkatx: assign: %w", err)
 		}
+		l.countAssigned(c)
 	case kafka.RevokedPartitions:
 		parts := toParts(e.Partitions)
 		lost := c.AssignmentLost()
@@ -577,6 +582,7 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		if err != nil {
 			l.log.Warn("unassign", zap.Error(err))
 		}
+		l.countAssigned(c)
 	}
 	return nil
 }
@@ -689,4 +695,16 @@ func sleep(ctx context.Context, d time.Duration) {
 // String helps logs and test failures name the loop.
 func (l *Loop) String() string {
 	return "kafkatx.Loop(" + l.cfg.TransactionalID + " " + strings.Join(l.cfg.Topics, ",") + ")"
+}
+
+// countAssigned records how many partitions c owns after a rebalance step;
+// asking the consumer is right for both the eager and the cooperative
+// protocol, where an event carries all of them or only the change.
+func (l *Loop) countAssigned(c *kafka.Consumer) {
+	parts, err := c.Assignment()
+	if err != nil {
+		l.log.Warn("read assignment", zap.Error(err))
+		return
+	}
+	l.stats.assigned.Store(int64(len(parts)))
 }

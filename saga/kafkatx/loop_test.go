@@ -103,8 +103,14 @@ func testCommitPath(t *testing.T, brokers string) {
 	group := "commit-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	l, stop := runLoop(t, baseConfig(brokers, in, group), copyHandler(out), zaptest.NewLogger(t))
 	kafkatest.WaitFor(t, 60*time.Second, "all records committed", func() bool { return l.Stats().Records >= n })
+	if got := l.Stats().Assigned; got != parts {
+		t.Errorf("Assigned = %d while running alone, want all %d partitions", got, parts)
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+	if got := l.Stats().Assigned; got != 0 {
+		t.Errorf("Assigned = %d after Run, want 0", got)
 	}
 
 	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
@@ -248,9 +254,14 @@ func testRebalanceJoinAndLeave(t *testing.T, brokers string) {
 	b, stopB := runLoop(t, cfgB, slow, zaptest.NewLogger(t).Named("B"))
 	kafkatest.Produce(t, brokers, msgs[1000:2000])
 	kafkatest.WaitFor(t, 60*time.Second, "B to take partitions and make progress", func() bool { return b.Stats().Records >= 100 })
+	kafkatest.WaitFor(t, 60*time.Second, "A and B to share the partitions", func() bool {
+		a, b := a.Stats().Assigned, b.Stats().Assigned
+		return a > 0 && b > 0 && a+b == parts
+	})
 	if err := stopA(); err != nil {
 		t.Fatalf("A: %v", err)
 	}
+	kafkatest.WaitFor(t, 60*time.Second, "B to own every partition", func() bool { return b.Stats().Assigned == parts })
 	kafkatest.Produce(t, brokers, msgs[2000:])
 	kafkatest.WaitFor(t, 120*time.Second, "all records committed", func() bool {
 		return a.Stats().Records+b.Stats().Records >= n
