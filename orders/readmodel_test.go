@@ -34,6 +34,15 @@ func placedEnvelope(o OrderPlaced) saga.Envelope {
 	return saga.Envelope{MessageID: saga.NewMessageID(), SagaID: o.OrderID, Type: TypeOrderPlaced, Payload: b}
 }
 
+// queuedStatuses takes the changes waiting on sub and returns their statuses.
+func queuedStatuses(sub *Subscription) []Status {
+	var statuses []Status
+	for _, o := range sub.Next() {
+		statuses = append(statuses, o.Status)
+	}
+	return statuses
+}
+
 func TestReadModelPlacedThenSagaToCompleted(t *testing.T) {
 	m := newTestReadModel(t)
 	sub := m.Subscribe("")
@@ -74,11 +83,7 @@ func TestReadModelPlacedThenSagaToCompleted(t *testing.T) {
 	if c := m.Counts(); c[StatusCompleted] != 1 || c[StatusPlaced] != 0 || c[StatusRunning] != 0 {
 		t.Fatalf("counts %v", c)
 	}
-	var statuses []Status
-	for _, o := range sub.Next() {
-		statuses = append(statuses, o.Status)
-	}
-	if fmt.Sprint(statuses) != "[Placed Running Completed]" {
+	if statuses := queuedStatuses(sub); fmt.Sprint(statuses) != "[Placed Running Completed]" {
 		t.Fatalf("subscriber saw %v", statuses)
 	}
 }
@@ -135,13 +140,9 @@ func TestReadModelEndEventBeforeItsSnapshot(t *testing.T) {
 	if c := m.Counts(); c[StatusCancelled] != 1 || c[StatusRunning] != 0 {
 		t.Fatalf("counts %v", c)
 	}
-	var statuses []Status
-	for _, o := range sub.Next() {
-		statuses = append(statuses, o.Status)
-	}
 	// Placed and Running from the first snapshot, Cancelled from the event,
 	// then Cancelled again with the final snapshot's steps.
-	if fmt.Sprint(statuses) != "[Placed Running Cancelled Cancelled]" {
+	if statuses := queuedStatuses(sub); fmt.Sprint(statuses) != "[Placed Running Cancelled Cancelled]" {
 		t.Fatalf("subscriber saw %v", statuses)
 	}
 }
