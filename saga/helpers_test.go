@@ -31,7 +31,7 @@ func pass(typ string) saga.Builder {
 	}
 }
 
-// orderSaga is the order saga of DESIGN.md, with timings small enough to read.
+// orderSaga is the order saga of docs/design.md, with timings small enough to read.
 func orderSaga() *saga.Definition {
 	return &saga.Definition{
 		Name: "order",

@@ -143,7 +143,7 @@ type partition struct {
 // Orchestrator runs sagas on Kafka. In one transaction per batch it reads
 // starts, replies and control records, runs Transition for each, produces the
 // commands, end events and new snapshots, and commits the consumed offsets:
-// all of it is visible or none (DESIGN.md, "The exactly-once argument").
+// all of it is visible or none (docs/design.md, "Why every message takes effect exactly once").
 //
 // Co-partitioning: every record of a saga is keyed by its id, and every topic
 // has the same partition count, so partition p of each input topic and of

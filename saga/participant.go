@@ -38,7 +38,7 @@ type ParticipantConfig struct {
 }
 
 // Participant consumes commands and produces replies, one Kafka transaction
-// per batch (DESIGN.md, point 2 of the exactly-once argument).
+// per batch (docs/design.md, point 2 of "Why every message takes effect exactly once").
 type Participant struct {
 	cfg  ParticipantConfig
 	log  *zap.Logger

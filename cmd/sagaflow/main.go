@@ -33,7 +33,7 @@ type command struct {
 // commands holds the subcommands. Each service's file adds its own in an
 // init function, so the wiring of one service lives in one file.
 var commands = map[string]command{
-	"topics": {"create the Kafka topics of DESIGN.md (idempotent)", runTopics},
+	"topics": {"create the Kafka topics of docs/design.md (idempotent)", runTopics},
 }
 
 func main() {
@@ -153,7 +153,7 @@ func (in *infra) logger() (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// ensureTopics creates the DESIGN.md topics if they are missing, so a service
+// ensureTopics creates the docs/design.md topics if they are missing, so a service
 // can start on an empty broker.
 func (in *infra) ensureTopics(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)

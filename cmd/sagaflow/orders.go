@@ -108,7 +108,9 @@ func serveOrders(ctx context.Context, s ordersServer) error {
 	case <-ctx.Done():
 	case serveErr = <-served:
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	// A POST waits at most for its Kafka produce; 5s lets those answer
+	// and keeps the whole stop within a few seconds of SIGTERM.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("HTTP shutdown did not finish in time", zap.Error(err))

@@ -1,7 +1,7 @@
 // Package embedded runs a Redis inside this process, so that `sagaflow demo`
 // needs nothing installed. It is for trying sagaflow, not for keeping
 // anything: the data lives in memory, nothing is written to disk (the AOF
-// that DESIGN.md relies on for durability does not exist here), and all of it
+// that docs/design.md relies on for durability does not exist here), and all of it
 // is gone at Close or when the process exits.
 //
 // It is miniredis, a Redis written in Go. It runs the Lua scripts of package

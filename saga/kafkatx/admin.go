@@ -11,7 +11,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// Topic names from DESIGN.md. Every topic has the same partition count and
+// Topic names from docs/design.md. Every topic has the same partition count and
 // every record is keyed by the saga id, so one saga lives on one partition
 // number everywhere.
 const (
@@ -37,7 +37,7 @@ type TopicSpec struct {
 	Config map[string]string
 }
 
-// SagaflowTopics returns the topics of DESIGN.md with the given partition
+// SagaflowTopics returns the topics of docs/design.md with the given partition
 // count; saga.state is compacted because only the newest snapshot of each saga
 // matters for a restore.
 func SagaflowTopics(partitions int) []TopicSpec {

@@ -44,6 +44,10 @@ type Config struct {
 	TransactionTimeout time.Duration
 	// SessionTimeout is the consumer group session timeout. Default 10s.
 	SessionTimeout time.Duration
+	// StopTimeout bounds a stop: Run returns at most this long after its
+	// context is done. Half of it goes to committing the in-flight batch,
+	// the rest to leaving the group. Default 10s.
+	StopTimeout time.Duration
 	// RetryBackoff is the first pause after a handler error; it doubles on each
 	// consecutive failure up to MaxRetryBackoff. Defaults 100ms and 5s.
 	RetryBackoff    time.Duration
@@ -92,6 +96,9 @@ func (c Config) withDefaults() Config {
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 10 * time.Second
+	}
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = 100 * time.Millisecond
 	}
@@ -119,7 +126,7 @@ func (c Config) Validate() error {
 	if c.MaxBatch < 0 {
 		errs = append(errs, fmt.Errorf("MaxBatch %d is negative", c.MaxBatch))
 	}
-	if c.MaxInterval < 0 || c.TransactionTimeout < 0 || c.SessionTimeout < 0 {
+	if c.MaxInterval < 0 || c.TransactionTimeout < 0 || c.SessionTimeout < 0 || c.StopTimeout < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	if c.TransactionTimeout > 0 && c.TransactionTimeout < time.Second {

@@ -23,6 +23,8 @@ var conformance = []struct {
 	{name: "OnAssignFailureStopsButStopDuringItIsGraceful", test: testOnAssignFailureAndStopDuringIt},
 	{name: "CrashMidTransaction", test: testCrashMidTransaction},
 	{name: "ZombieIsFenced", test: testZombieIsFenced},
+	{name: "StaticMemberStopsRightAfterRebalance", test: testStaticMemberStopsRightAfterRebalance},
+	{name: "StopIsBoundedWhateverTheLoopDoes", test: testStopIsBoundedWhateverTheLoopDoes},
 }
 
 // TestReal runs the suite on the broker at SAGAFLOW_KAFKA (`make up`). It

@@ -33,7 +33,7 @@ type EmbeddedBroker struct {
 	brokers string
 }
 
-// StartEmbedded starts an embedded broker and creates the topics of DESIGN.md
+// StartEmbedded starts an embedded broker and creates the topics of docs/design.md
 // (SagaflowTopics) on it with the given partition count.
 func StartEmbedded(partitions int) (*EmbeddedBroker, error) {
 	if partitions < 1 {

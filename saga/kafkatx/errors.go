@@ -14,6 +14,9 @@ var (
 	// over. The loop stops: recreating the producer would fence the newer
 	// instance in turn, and the two would take turns forever.
 	ErrFenced = errors.New("kafkatx: fenced by a newer instance with the same transactional id")
+	// ErrStopTimeout means Run gave up waiting for the loop to stop within
+	// Config.StopTimeout and abandoned it (see Loop.Run).
+	ErrStopTimeout = errors.New("kafkatx: loop did not stop within its stop timeout; abandoned")
 	// ErrPoison marks a record no retry can fix (it cannot be decoded, or it
 	// names something that does not exist). Wrap it with Poison.
 	ErrPoison = errors.New("kafkatx: poison record")

@@ -112,6 +112,10 @@ type Loop struct {
 	stop     error
 	failures int
 	ctx      context.Context
+	// protocol is the group's rebalance protocol, learnt at the first
+	// assignment; owned is the assignment, kept from the rebalance events.
+	protocol string
+	owned    map[TopicPartition]struct{}
 
 	stats struct {
 		committed, aborted, records, produced, poison, recreated, rewinds, assigned atomic.Int64
@@ -130,7 +134,7 @@ func New(cfg Config, h Handler, log *zap.Logger) (*Loop, error) {
 		log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
-	return &Loop{cfg: cfg, handler: h, next: map[TopicPartition]int64{},
+	return &Loop{cfg: cfg, handler: h, next: map[TopicPartition]int64{}, owned: map[TopicPartition]struct{}{},
 		log: log.With(zap.String("group", cfg.Group), zap.String("transactional_id", cfg.TransactionalID))}, nil
 }
 
@@ -146,7 +150,35 @@ func (l *Loop) Stats() Stats {
 
 // Run consumes until ctx is cancelled or a fatal error, then commits what it
 // holds and leaves the group. It returns nil after a graceful stop.
+//
+// A stop is bounded: Run returns at most Config.StopTimeout after ctx is done,
+// whatever the broker or the client library does. When the deadline passes
+// first, the loop is abandoned where it stands (ErrStopTimeout): a
+// transaction it had open is aborted by the broker, or fenced by the next
+// instance with this transactional id, and its records are delivered again.
+// That is safe for exactly-once, and the log says it happened.
 func (l *Loop) Run(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- l.run(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(l.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		l.stats.assigned.Store(0)
+		l.log.Error("stop timeout: abandoning the loop; an open transaction is aborted by the broker and its records come again",
+			zap.Duration("stop_timeout", l.cfg.StopTimeout))
+		return fmt.Errorf("%w (%s)", ErrStopTimeout, l.cfg.StopTimeout)
+	}
+}
+
+func (l *Loop) run(ctx context.Context) error {
 	l.ctx = ctx
 	defer l.stats.assigned.Store(0) // whichever way it ends, it owns nothing after
 	if err := l.newProducer(ctx); err != nil {
@@ -159,7 +191,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	closed := false
 	defer func() {
 		if !closed {
-			_ = l.consumer.Close()
+			l.closeConsumer(l.cfg.StopTimeout)
 		}
 	}()
 	if err := l.consumer.SubscribeTopics(l.cfg.Topics, l.rebalance); err != nil {
@@ -195,18 +227,43 @@ func (l *Loop) Run(ctx context.Context) error {
 		return l.stop
 	}
 	// Graceful stop: what was polled is committed rather than handed to the
-	// next owner to do again; ctx is already done, so the flush runs on its
-	// own deadline.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
+	// next owner to do again. ctx is already done, so the flush runs on its
+	// own deadline, half the stop budget; the consumer's close gets the rest.
+	stopAt := time.Now()
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.StopTimeout/2)
 	defer cancel()
-	l.flush(fctx)
+	if n := len(l.batch); n > 0 {
+		if l.flush(fctx) {
+			l.log.Info("stopping: in-flight batch committed", zap.Int("records", n))
+		} else {
+			l.log.Warn("stopping: in-flight batch abandoned; its records come again", zap.Int("records", n))
+		}
+	}
 	l.ctx = fctx
 	closed = true
-	if err := l.consumer.Close(); err != nil {
-		l.log.Warn("consumer close", zap.Error(err))
-	}
+	l.closeConsumer(l.cfg.StopTimeout - time.Since(stopAt))
 	l.log.Info("loop stopped", zap.Any("stats", l.Stats()))
 	return l.stop
+}
+
+// closeConsumer closes the consumer, leaving the group, but waits at most d.
+// A close that does not finish in time is left behind: the group notices the
+// member is gone at its session timeout, and the process is about to exit.
+func (l *Loop) closeConsumer(d time.Duration) {
+	done := make(chan error, 1)
+	c := l.consumer
+	go func() { done <- c.Close() }()
+	t := time.NewTimer(max(d, 100*time.Millisecond))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			l.log.Warn("consumer close", zap.Error(err))
+		}
+	case <-t.C:
+		l.log.Warn("consumer close did not finish in time; left behind (the group drops this member at its session timeout)",
+			zap.Duration("waited", d))
+	}
 }
 
 func (l *Loop) add(m *kafka.Message) {
@@ -231,11 +288,11 @@ type recordID struct {
 	off int64
 }
 
-// flush handles the batch in transactions until it is committed, or gives it
-// back to Kafka (seek to the committed offsets) to be polled again.
-func (l *Loop) flush(ctx context.Context) {
+// flush handles the batch in transactions until it is committed (true), or
+// gives it back to Kafka (seek to the committed offsets) to be polled again.
+func (l *Loop) flush(ctx context.Context) bool {
 	if len(l.batch) == 0 {
-		return
+		return true
 	}
 	batch := l.batch
 	l.batch = nil
@@ -261,7 +318,7 @@ func (l *Loop) flush(ctx context.Context) {
 				// guessing.
 				l.log.Error("handler named an unknown poison record", zap.Error(herr))
 				l.giveBack(ctx, batch, true)
-				return
+				return false
 			}
 			poison[id] = l.onPoison(pe.Record, pe.Reason)
 			l.stats.poison.Add(1)
@@ -273,11 +330,11 @@ func (l *Loop) flush(ctx context.Context) {
 				zap.Error(herr), zap.Int("records", len(live)), zap.Duration("backoff", backoff))
 			l.giveBack(ctx, batch, true)
 			sleep(ctx, backoff)
-			return
+			return false
 		case err != nil:
 			// Kafka refused the transaction; the records come again.
 			l.giveBack(ctx, batch, true)
-			return
+			return false
 		}
 		l.failures = 0
 		for _, f := range out.onCommit {
@@ -289,7 +346,7 @@ func (l *Loop) flush(ctx context.Context) {
 		if l.cfg.AfterCommit != nil {
 			l.cfg.AfterCommit(len(batch), out.produced)
 		}
-		return
+		return true
 	}
 }
 
@@ -362,7 +419,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 // transaction timeout; past that the caller recreates the producer, whose
 // InitTransactions settles the old transaction on the broker.
 func (l *Loop) commit(ctx context.Context) error {
-	deadline := time.Now().Add(l.cfg.TransactionTimeout)
+	deadline := l.deadline(ctx)
 	for {
 		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		err := l.producer.CommitTransaction(cctx)
@@ -379,11 +436,23 @@ func (l *Loop) commit(ctx context.Context) error {
 	}
 }
 
+// deadline is how long a call may keep retrying: the transaction timeout, or
+// ctx's deadline when that is sooner (the final flush of a stop has one).
+// A cancelled ctx without a deadline does not cut retries short: a commit of
+// unknown outcome must be settled, not dropped.
+func (l *Loop) deadline(ctx context.Context) time.Time {
+	deadline := time.Now().Add(l.cfg.TransactionTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return deadline
+}
+
 // retry runs f again while Kafka calls its error retriable (a coordinator
 // moving, a request timing out before it was sent), bounded by the
 // transaction timeout.
 func (l *Loop) retry(ctx context.Context, what string, f func(context.Context) error) error {
-	deadline := time.Now().Add(l.cfg.TransactionTimeout)
+	deadline := l.deadline(ctx)
 	for {
 		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		err := f(cctx)
@@ -541,16 +610,23 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 				l.stop = fmt.Errorf("kafkatx: on assign: %w", err)
 			}
 		}
+		if l.protocol == "" {
+			l.protocol = c.GetRebalanceProtocol()
+		}
 		var err error
-		if c.GetRebalanceProtocol() == "COOPERATIVE" {
+		if l.protocol == "COOPERATIVE" {
 			err = c.IncrementalAssign(e.Partitions)
 		} else {
+			clear(l.owned)
 			err = c.Assign(e.Partitions)
 		}
 		if err != nil {
 			l.stop = fmt.Errorf("kafkatx: assign: %w", err)
 		}
-		l.countAssigned(c)
+		for _, tp := range parts {
+			l.owned[tp] = struct{}{}
+		}
+		l.stats.assigned.Store(int64(len(l.owned)))
 	case kafka.RevokedPartitions:
 		parts := toParts(e.Partitions)
 		lost := c.AssignmentLost()
@@ -573,16 +649,27 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		if l.cfg.OnRevoke != nil {
 			l.cfg.OnRevoke(parts, lost)
 		}
+		// No call on c may follow the unassign: during Close it can be the
+		// last step of the group's shutdown, after which librdkafka no longer
+		// answers group requests. rd_kafka_assignment() then waited forever,
+		// and Close with it (a static member has no LeaveGroup to wait for,
+		// so it got there first: TestReal/StaticMemberStopsRightAfterRebalance).
+		// So the protocol is the one learnt at assignment, and the count of
+		// owned partitions is kept here.
 		var err error
-		if c.GetRebalanceProtocol() == "COOPERATIVE" {
+		if l.protocol == "COOPERATIVE" {
 			err = c.IncrementalUnassign(e.Partitions)
+			for _, tp := range parts {
+				delete(l.owned, tp)
+			}
 		} else {
 			err = c.Unassign()
+			clear(l.owned)
 		}
 		if err != nil {
 			l.log.Warn("unassign", zap.Error(err))
 		}
-		l.countAssigned(c)
+		l.stats.assigned.Store(int64(len(l.owned)))
 	}
 	return nil
 }
@@ -695,16 +782,4 @@ func sleep(ctx context.Context, d time.Duration) {
 // String helps logs and test failures name the loop.
 func (l *Loop) String() string {
 	return "kafkatx.Loop(" + l.cfg.TransactionalID + " " + strings.Join(l.cfg.Topics, ",") + ")"
-}
-
-// countAssigned records how many partitions c owns after a rebalance step;
-// asking the consumer is right for both the eager and the cooperative
-// protocol, where an event carries all of them or only the change.
-func (l *Loop) countAssigned(c *kafka.Consumer) {
-	parts, err := c.Assignment()
-	if err != nil {
-		l.log.Warn("read assignment", zap.Error(err))
-		return
-	}
-	l.stats.assigned.Store(int64(len(parts)))
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // Catalog adapts the stock store to orders.Catalog: the orders package never
-// imports stock (DESIGN.md), so the wiring translates.
+// imports stock (docs/design.md), so the wiring translates.
 type Catalog struct{ Store *stock.Store }
 
 // Products returns the stock store's products.

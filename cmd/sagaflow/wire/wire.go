@@ -17,7 +17,7 @@ import (
 	"github.com/sagaflow/sagaflow/stock"
 )
 
-// Topics names the topics the parts talk on. An empty name is DESIGN.md's.
+// Topics names the topics the parts talk on. An empty name is the default of docs/design.md.
 type Topics struct {
 	Events, State, Control                                       string
 	StockCommands, StockReplies, PaymentCommands, PaymentReplies string

@@ -74,7 +74,7 @@ func Brokers(t testing.TB) string {
 	return b
 }
 
-// EmbeddedPartitions is the partition count of the DESIGN.md topics on the
+// EmbeddedPartitions is the partition count of the docs/design.md topics on the
 // embedded brokers this package starts.
 const EmbeddedPartitions = 4
 
