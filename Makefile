@@ -59,8 +59,8 @@ lint: ## gofmt (fails on any unformatted file), go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-bench: up ## run every benchmark once (placeholder)
-	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
+bench: up ## the system as separate processes, driven by sagaflow bench (dev/bench.sh); results in .cache/bench
+	@dev/bench.sh
 
 demo: ## try sagaflow in one process, no infrastructure needed
 	$(GO) run ./cmd/sagaflow demo

@@ -152,7 +152,7 @@ type partition struct {
 type Orchestrator struct {
 	cfg   OrchestratorConfig
 	log   *zap.Logger
-	loop  *kafkatx.Loop
+	loop  *kafkatx.Lanes
 	ticks *kafkatx.Producer
 
 	start map[string]bool
@@ -191,7 +191,7 @@ func NewOrchestrator(cfg OrchestratorConfig, log *zap.Logger) (*Orchestrator, er
 	lc.Assignor = "range"
 	lc.OnAssign = o.restore
 	lc.OnRevoke = o.revoke
-	loop, err := kafkatx.New(lc, o.handle, o.log)
+	loop, err := kafkatx.NewLanes(lc, cfg.Lanes, o.handle, o.log)
 	if err != nil {
 		return nil, err
 	}

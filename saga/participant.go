@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -35,6 +36,9 @@ type ParticipantConfig struct {
 	// "participant/after-produce" (reply produced, transaction not
 	// committed). The chaos suite arms them to kill the process there.
 	Failpoint func(name string)
+	// Concurrency bounds how many sagas' commands of one batch are applied
+	// at once. Default 64.
+	Concurrency int
 }
 
 // Participant consumes commands and produces replies, one Kafka transaction
@@ -43,7 +47,7 @@ type Participant struct {
 	cfg  ParticipantConfig
 	log  *zap.Logger
 	h    CommandHandler
-	loop *kafkatx.Loop
+	loop *kafkatx.Lanes
 }
 
 // NewParticipant returns a participant that calls h for every command.
@@ -63,8 +67,11 @@ func NewParticipant(cfg ParticipantConfig, h CommandHandler, log *zap.Logger) (*
 	if cfg.Failpoint == nil {
 		cfg.Failpoint = func(string) {}
 	}
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 64
+	}
 	p := &Participant{cfg: cfg, log: log.With(zap.String("topic", cfg.CommandTopic)), h: h}
-	loop, err := kafkatx.New(cfg.loop([]string{cfg.CommandTopic}), p.handle, p.log)
+	loop, err := kafkatx.NewLanes(cfg.loop([]string{cfg.CommandTopic}), cfg.Lanes, p.handle, p.log)
 	if err != nil {
 		return nil, err
 	}
@@ -78,33 +85,93 @@ func (p *Participant) Run(ctx context.Context) error { return p.loop.Run(ctx) }
 // Stats returns the transactional loop's counters.
 func (p *Participant) Stats() kafkatx.Stats { return p.loop.Stats() }
 
+// handle applies a batch's commands and produces their replies. Commands of
+// different sagas are applied concurrently, so a batch costs about one Redis
+// round trip (and, with appendfsync always, one fsync shared by all of them)
+// instead of one per command; the commands of one saga are applied one after
+// the other, in their order on the partition, because the barrier rules
+// depend on it (an action after its compensation is refused).
+//
+// Errors: a poison command is named to the loop (which dead-letters it and
+// handles the rest again; the effects applied meanwhile are deduplicated on
+// that second pass), and any other error makes the batch transient. Which of
+// several failing commands is reported does not matter: each pass removes or
+// retries one.
 func (p *Participant) handle(ctx context.Context, recs []kafkatx.Record, out *kafkatx.Sink) error {
-	replies := make([]kafkatx.Message, 0, len(recs))
-	for _, r := range recs {
-		cmd, err := Decode(r)
-		if err == nil && cmd.Phase == "" {
-			err = fmt.Errorf("%w: %s has no step, attempt and phase headers: not a command", ErrPoison, cmd.Type)
+	replies := make([]kafkatx.Message, len(recs))
+	errs := make([]error, len(recs))
+	bySaga := map[string][]int{}
+	var order []string
+	for i, r := range recs {
+		id := string(r.Key)
+		if _, ok := bySaga[id]; !ok {
+			order = append(order, id)
 		}
+		bySaga[id] = append(bySaga[id], i)
+	}
+	apply := func(i int) bool {
+		replies[i], errs[i] = p.apply(ctx, recs[i])
+		return errs[i] == nil
+	}
+	if len(order) == 1 {
+		for _, i := range bySaga[order[0]] {
+			if !apply(i) {
+				break
+			}
+		}
+	} else {
+		sem := make(chan struct{}, p.cfg.Concurrency)
+		var wg sync.WaitGroup
+		for _, id := range order {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(idx []int) {
+				defer func() { <-sem; wg.Done() }()
+				for _, i := range idx {
+					if !apply(i) {
+						return // the saga's later commands wait for this one
+					}
+				}
+			}(bySaga[id])
+		}
+		wg.Wait()
+	}
+	for _, err := range errs {
 		if err != nil {
-			return kafkatx.Poison(r, err)
-		}
-		reply, err := p.h(ctx, cmd)
-		switch {
-		case errors.Is(err, ErrPoison):
-			return kafkatx.Poison(r, err)
-		case err != nil:
-			return fmt.Errorf("saga: %s %s for saga %s: %w", p.cfg.CommandTopic, cmd.Type, cmd.SagaID, err)
-		}
-		if reply.Type != "" {
-			replies = append(replies, reply.Message(p.cfg.ReplyTopic))
+			return err
 		}
 	}
 	p.cfg.Failpoint("participant/after-apply")
 	for _, m := range replies {
-		out.Produce(ctx, m)
+		if m.Topic != "" {
+			out.Produce(ctx, m)
+		}
 	}
 	p.cfg.Failpoint("participant/after-produce")
 	return nil
+}
+
+// apply decodes and applies one command and returns its reply (none: a zero
+// Message), or a poison or transient error as handle describes.
+func (p *Participant) apply(ctx context.Context, r kafkatx.Record) (kafkatx.Message, error) {
+	cmd, err := Decode(r)
+	if err == nil && cmd.Phase == "" {
+		err = fmt.Errorf("%w: %s has no step, attempt and phase headers: not a command", ErrPoison, cmd.Type)
+	}
+	if err != nil {
+		return kafkatx.Message{}, kafkatx.Poison(r, err)
+	}
+	reply, err := p.h(ctx, cmd)
+	switch {
+	case errors.Is(err, ErrPoison):
+		return kafkatx.Message{}, kafkatx.Poison(r, err)
+	case err != nil:
+		return kafkatx.Message{}, fmt.Errorf("saga: %s %s for saga %s: %w", p.cfg.CommandTopic, cmd.Type, cmd.SagaID, err)
+	}
+	if reply.Type == "" {
+		return kafkatx.Message{}, nil
+	}
+	return reply.Message(p.cfg.ReplyTopic), nil
 }
 
 // DecodeCommand checks that cmd is one of the command types a participant

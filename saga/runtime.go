@@ -31,6 +31,10 @@ type Kafka struct {
 	// DeadLetterTopic receives poison records with the reason in headers.
 	// Default saga.deadletter.
 	DeadLetterTopic string
+	// Lanes is how many transactional loops this instance runs side by side,
+	// each a group member with its own producer (kafkatx.Lanes): more
+	// transactions in flight, for as many partitions as there are. Default 1.
+	Lanes int
 }
 
 func (k Kafka) validate(what string) error {

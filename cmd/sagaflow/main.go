@@ -9,6 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // profiles behind -pprof
 	"os"
 	"os/signal"
 	"sort"
@@ -106,7 +109,9 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 // infra holds the flags every service shares.
 type infra struct {
 	kafka, redis, instance, logLevel *string
-	partitions                       *int
+	pprof                            *string
+	partitions, lanes, maxBatch      *int
+	maxInterval                      *time.Duration
 }
 
 // infraFlags registers --kafka, --redis, --instance, --partitions and
@@ -119,6 +124,11 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		instance:   fs.String("instance", env("SAGAFLOW_INSTANCE", host), "this instance's stable name: its transactional id; unique among running instances of one service (env SAGAFLOW_INSTANCE)"),
 		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
 		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
+		lanes: fs.Int("lanes", 2, "transactional loops side by side in this instance, each with its own producer: "+
+			"more transactions in flight (useful up to the partition count; docs/performance.md)"),
+		pprof:       fs.String("pprof", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); empty: off"),
+		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),
+		maxInterval: fs.Duration("max-interval", 50*time.Millisecond, "longest a record waits for its batch to close under continuous load"),
 	}
 }
 
@@ -128,16 +138,31 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if *in.lanes < 1 || *in.maxBatch < 1 || *in.maxInterval <= 0 {
+		return nil, fmt.Errorf("-lanes and -max-batch must be at least 1 and -max-interval positive; got %d, %d, %s",
+			*in.lanes, *in.maxBatch, *in.maxInterval)
+	}
 	log, err := in.logger()
 	if err != nil {
 		return nil, err
+	}
+	if *in.pprof != "" {
+		// net/http/pprof registers on the default mux, which nothing else
+		// here serves; it listens apart from the API.
+		ln, err := net.Listen("tcp", *in.pprof)
+		if err != nil {
+			return nil, fmt.Errorf("-pprof: %w", err)
+		}
+		go func() { _ = http.Serve(ln, nil) }()
+		log.Info("pprof listening", zap.String("addr", ln.Addr().String()))
 	}
 	return log.With(zap.String("service", service), zap.String("instance", *in.instance)), nil
 }
 
 // sagaKafka is this instance on --kafka.
 func (in *infra) sagaKafka() saga.Kafka {
-	return saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance}
+	return saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance,
+		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval}
 }
 
 // logger returns a console logger at the flag's level.

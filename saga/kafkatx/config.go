@@ -33,10 +33,13 @@ type Config struct {
 	// joins several topics by key needs (the orchestrator does).
 	Assignor string
 
-	// MaxBatch bounds the records handled in one transaction. Default 100.
-	MaxBatch int
-	// MaxInterval bounds how long a polled record waits before its transaction
-	// commits. Default 100ms.
+	// A batch is committed as soon as the consumer has nothing more ready,
+	// so at low load every record gets a transaction of its own at once, and
+	// under load batches grow while the previous transaction commits.
+	// MaxBatch and MaxInterval bound that growth: the records in one
+	// transaction (default 500) and how long the first of them waits for the
+	// batch to close (default 50ms).
+	MaxBatch    int
 	MaxInterval time.Duration
 	// TransactionTimeout is the broker-side limit of one transaction, and the
 	// time this loop keeps retrying a commit whose outcome is unknown before it
@@ -85,10 +88,10 @@ func (c Config) withDefaults() Config {
 		c.Assignor = "cooperative-sticky"
 	}
 	if c.MaxBatch == 0 {
-		c.MaxBatch = 100
+		c.MaxBatch = 500
 	}
 	if c.MaxInterval == 0 {
-		c.MaxInterval = 100 * time.Millisecond
+		c.MaxInterval = 50 * time.Millisecond
 	}
 	if c.TransactionTimeout == 0 {
 		c.TransactionTimeout = 30 * time.Second

@@ -183,6 +183,18 @@ func (p *Producer) Close() {
 // reader sees every partition, which is what a read model that rebuilds its
 // view from the log wants. fn runs on one goroutine, in order per partition.
 func Follow(ctx context.Context, brokers string, topics []string, fn func(Record)) error {
+	return follow(ctx, brokers, topics, false, nil, fn)
+}
+
+// Tail is Follow from the end: it skips what the topics hold already, calls
+// ready once it is positioned (a record produced after that is seen), then
+// calls fn for every committed record that arrives, until ctx is done. For
+// watchers such as `sagaflow bench`, which care about what they caused.
+func Tail(ctx context.Context, brokers string, topics []string, ready func(), fn func(Record)) error {
+	return follow(ctx, brokers, topics, true, ready, fn)
+}
+
+func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, ready func(), fn func(Record)) error {
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers":  brokers,
 		"group.id":           "_sagaflow.follower", // never joins: partitions are assigned by hand
@@ -200,11 +212,24 @@ func Follow(ctx context.Context, brokers string, topics []string, fn func(Record
 			return err
 		}
 		for _, p := range parts {
-			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p, Offset: kafka.OffsetBeginning})
+			off := kafka.OffsetBeginning
+			if fromEnd {
+				// The high watermark now, not OffsetEnd, which is looked up
+				// later and could skip records produced in between.
+				_, high, err := c.QueryWatermarkOffsets(t, p, timeoutMs(ctx, 10_000))
+				if err != nil {
+					return fmt.Errorf("kafkatx: end of %s[%d]: %w", t, p, err)
+				}
+				off = kafka.Offset(high)
+			}
+			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p, Offset: off})
 		}
 	}
 	if err := c.Assign(assign); err != nil {
 		return fmt.Errorf("kafkatx: assign: %w", err)
+	}
+	if ready != nil {
+		ready()
 	}
 	for ctx.Err() == nil {
 		switch ev := c.Poll(100).(type) {

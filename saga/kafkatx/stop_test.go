@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
@@ -111,7 +113,11 @@ func testStopIsBoundedWhateverTheLoopDoes(t *testing.T, brokers string) {
 	}
 	cfg := baseConfig(brokers, in, group)
 	cfg.StopTimeout = 2 * time.Second
-	l, err := kafkatx.New(cfg, stuck, zaptest.NewLogger(t).Named("stuck"))
+	// The abandoned loop goes on after the test (until the process ends),
+	// so it must not log to t: its log goes to a buffer the test reads.
+	logs := &lockedBuffer{}
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
+	l, err := kafkatx.New(cfg, stuck, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +143,9 @@ func testStopIsBoundedWhateverTheLoopDoes(t *testing.T, brokers string) {
 	if took > cfg.StopTimeout+time.Second {
 		t.Errorf("Run took %s after the stop, want about StopTimeout %s", took, cfg.StopTimeout)
 	}
+	if !strings.Contains(logs.String(), "stop timeout: abandoning the loop") {
+		t.Errorf("the log does not say the loop was abandoned:\n%s", logs.String())
+	}
 	if l.Stats().Assigned != 0 {
 		t.Errorf("Assigned = %d after Run, want 0", l.Stats().Assigned)
 	}
@@ -155,4 +164,22 @@ func testStopIsBoundedWhateverTheLoopDoes(t *testing.T, brokers string) {
 		t.Fatalf("successor: %v", err)
 	}
 	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
+}
+
+// lockedBuffer is a log sink safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

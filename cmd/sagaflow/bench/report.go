@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"strings"
+	"time"
+)
+
+// WriteTable writes the result for a person to read.
+func (r *Result) WriteTable(w io.Writer) {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+	fmt.Fprintf(w, "sagaflow bench: %s via %s, %s of load\n", r.Mode, r.Config.Via, r.Measured.Round(time.Millisecond))
+	fmt.Fprintf(w, "  sagas        sent %d, ended %d, unfinished %d, refused %d\n", r.Sent, r.Ended, r.Unfinished, r.Refused)
+	fmt.Fprintf(w, "  outcomes     completed %d, cancelled %d, failed %d\n", r.Outcomes[Completed], r.Outcomes[Cancelled], r.Outcomes[Failed])
+	fmt.Fprintf(w, "  throughput   %.1f sagas/s ended during the load\n", r.SagasPerSec)
+	fmt.Fprintf(w, "  latency      p50 %s  p95 %s  p99 %s  max %s  (request to terminal state, n=%d)\n",
+		ms(r.Latency.P50), ms(r.Latency.P95), ms(r.Latency.P99), ms(r.Latency.Max), r.Latency.N)
+	fmt.Fprintf(w, "  floor        p50 %s  p99 %s  (one transactional hop, n=%d; x8 hops = %s)\n",
+		ms(r.Floor.P50), ms(r.Floor.P99), r.Floor.N, ms(8*r.Floor.P50))
+	if r.Behind > 0 {
+		fmt.Fprintf(w, "  generator    fell %s behind its schedule: the target rate was not offered in full\n", r.Behind.Round(time.Millisecond))
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "  error        %s\n", e)
+	}
+}
+
+// WriteHTML writes a self-contained page: the figures, and throughput and
+// latency over time as inline SVG (no script, nothing fetched).
+func (r *Result) WriteHTML(w io.Writer) error {
+	var table strings.Builder
+	r.WriteTable(&table)
+	ended := make([]float64, len(r.Timeline))
+	sent := make([]float64, len(r.Timeline))
+	p50 := make([]float64, len(r.Timeline))
+	p99 := make([]float64, len(r.Timeline))
+	for i, s := range r.Timeline {
+		ended[i], sent[i], p50[i], p99[i] = float64(s.Ended), float64(s.Sent), s.P50ms, s.P99ms
+	}
+	data := map[string]any{
+		"Title": "sagaflow bench: " + r.Mode,
+		"Table": table.String(),
+		"Throughput": chart("sagas per second", "s", []series{
+			{"ended", "#1f77b4", ended}, {"sent", "#aaaaaa", sent}}),
+		"Latency": chart("latency of the sagas that ended in each second (ms)", "s", []series{
+			{"p50", "#2ca02c", p50}, {"p99", "#d62728", p99}}),
+	}
+	return page.Execute(w, data)
+}
+
+type series struct {
+	name, color string
+	ys          []float64
+}
+
+// chart draws line series over seconds as an SVG.
+func chart(title, unit string, ss []series) template.HTML {
+	const W, H, L, B = 760.0, 240.0, 60.0, 30.0
+	n, top := 0, 0.0
+	for _, s := range ss {
+		n = max(n, len(s.ys))
+		for _, y := range s.ys {
+			top = math.Max(top, y)
+		}
+	}
+	if top == 0 {
+		top = 1
+	}
+	top = niceCeil(top)
+	x := func(i int) float64 { return L + float64(i)*(W-L-10)/math.Max(1, float64(n-1)) }
+	y := func(v float64) float64 { return H - B - v*(H-B-20)/top }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`, W, H)
+	fmt.Fprintf(&b, `<text x="%.0f" y="12" font-size="13">%s</text>`, L, template.HTMLEscapeString(title))
+	for k := 0; k <= 4; k++ {
+		v := top * float64(k) / 4
+		fmt.Fprintf(&b, `<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="#eee"/>`, L, W-10, y(v), y(v))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%g</text>`, L-4, y(v)+4, v)
+	}
+	for k := 0; k < n; k += max(1, n/10) {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%d%s</text>`, x(k), H-B+16, k, unit)
+	}
+	for j, s := range ss {
+		var pts strings.Builder
+		for i, v := range s.ys {
+			fmt.Fprintf(&pts, "%.1f,%.1f ", x(i), y(v))
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.color, pts.String())
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" fill="%s">%s</text>`, W-120+float64(j)*55, 12, s.color, s.name)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
+func niceCeil(v float64) float64 {
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+var page = template.Must(template.New("bench").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
+<style>body{font-family:sans-serif;margin:2em;max-width:800px}pre{background:#f6f6f6;padding:1em}</style>
+</head><body>
+<h1>{{.Title}}</h1>
+<pre>{{.Table}}</pre>
+<p>{{.Throughput}}</p>
+<p>{{.Latency}}</p>
+</body></html>
+`))

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# dev/bench.sh: run the order saga system as separate processes (stock,
+# payment, orchestrator, orders) on the dev Kafka and Redis, drive it with
+# `sagaflow bench`, then stop the services. `make bench` calls it.
+#
+#   dev/bench.sh                    the standard set: idle, 32 clients, 1,000/s, saturation
+#   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
+#
+# Knobs (environment): BENCH_DURATION (30s), BENCH_RATE (1000), BENCH_SATURATE
+# (4000, the open-loop rate that finds saturation), BENCH_CLIENTS (32),
+# BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
+# BENCH_PPROF=1 (the services serve pprof on :16060-16063 and a CPU profile
+# of each is taken during the 1,000/s run). Results: .cache/bench/.
+set -euo pipefail
+# shellcheck source=dev/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+OUT=$CACHE/bench
+mkdir -p "$OUT" "$CACHE/bin"
+K=${SAGAFLOW_KAFKA:-127.0.0.1:19092}
+R=${SAGAFLOW_REDIS:-127.0.0.1:16379}
+BIN=$CACHE/bin/sagaflow
+API=127.0.0.1:18080
+say "bench: building sagaflow"
+go build -o "$BIN" ./cmd/sagaflow
+
+pids=()
+stop_services() {
+	((${#pids[@]})) || return 0
+	kill -TERM "${pids[@]}" 2>/dev/null || true
+	local deadline=$((SECONDS + 20))
+	for p in "${pids[@]}"; do
+		while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	pids=()
+}
+trap stop_services EXIT
+
+read -r -a extra <<<"${BENCH_SERVICE_FLAGS:-}"
+common=(-kafka "$K" -redis "$R" -log-level warn "${extra[@]}")
+"$BIN" topics -kafka "$K" >/dev/null
+i=0
+for svc in stock payment orchestrator orders; do
+	args=("$svc" "${common[@]}" -instance "bench-$svc")
+	[[ $svc == orders ]] && args+=(-addr "$API")
+	[[ ${BENCH_PPROF:-0} == 1 ]] && args+=(-pprof "127.0.0.1:$((16060 + i))")
+	"$BIN" "${args[@]}" >"$OUT/$svc.log" 2>&1 &
+	pids+=($!)
+	i=$((i + 1))
+done
+say "bench: services started (logs in $OUT); waiting for the orders API"
+deadline=$((SECONDS + 90))
+until curl -fsS "http://$API/readyz" >/dev/null 2>&1; do
+	((SECONDS < deadline)) || die "the orders API did not get ready in 90s; see $OUT/orders.log"
+	sleep 0.5
+done
+sleep 3 # the participants and the orchestrator join their groups
+
+bench() {
+	local name=$1
+	shift
+	say "== bench $name: sagaflow bench $*"
+	"$BIN" bench -kafka "$K" -redis "$R" -url "http://$API/" \
+		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
+}
+
+if (($# > 0)); then
+	[[ $1 == -- ]] && shift
+	bench custom "$@"
+	exit 0
+fi
+D=${BENCH_DURATION:-30s}
+bench idle -clients 1 -duration 10s
+bench closed -clients "${BENCH_CLIENTS:-32}" -duration "$D"
+if [[ ${BENCH_PPROF:-0} == 1 ]]; then
+	secs=${D%s}
+	for j in 0 1 2 3; do
+		curl -fsS -o "$OUT/cpu-$j.pprof" "http://127.0.0.1:$((16060 + j))/debug/pprof/profile?seconds=$((secs / 2))" &
+	done
+fi
+bench open -rate "${BENCH_RATE:-1000}" -duration "$D"
+wait
+bench saturation -rate "${BENCH_SATURATE:-4000}" -duration "$D" -drain 60s || true
+say "bench: results in $OUT (*.txt, *.json, *.html)"
