@@ -7,8 +7,10 @@
 #   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
 #
 # Knobs (environment): BENCH_DURATION (30s), BENCH_RATE (1000), BENCH_SATURATE
-# (4000, the open-loop rate that finds saturation), BENCH_CLIENTS (32),
+# (1000, the closed-loop clients that find saturation), BENCH_CLIENTS (32),
 # BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
+# BENCH_STOCK_FLAGS, BENCH_PAYMENT_FLAGS, BENCH_ORCHESTRATOR_FLAGS and
+# BENCH_ORDERS_FLAGS (for one service),
 # BENCH_PPROF=1 (the services serve pprof on :16060-16063 and a CPU profile
 # of each is taken during the 1,000/s run). Results: .cache/bench/.
 set -euo pipefail
@@ -39,12 +41,16 @@ stop_services() {
 trap stop_services EXIT
 
 read -r -a extra <<<"${BENCH_SERVICE_FLAGS:-}"
-common=(-kafka "$K" -redis "$R" -log-level warn "${extra[@]}")
+common=(-kafka "$K" -redis "$R" -log-level info "${extra[@]}")
 "$BIN" topics -kafka "$K" >/dev/null
 i=0
 for svc in stock payment orchestrator orders; do
-	args=("$svc" "${common[@]}" -instance "bench-$svc")
-	[[ $svc == orders ]] && args+=(-addr "$API")
+	own="BENCH_${svc^^}_FLAGS" # e.g. BENCH_ORCHESTRATOR_FLAGS="-lanes 4"
+	read -r -a ownflags <<<"${!own:-}"
+	args=("$svc" "${common[@]}" -instance "bench-$svc" "${ownflags[@]}")
+	# The loops log a progress line every 10s at info; the API would log
+	# every order.
+	[[ $svc == orders ]] && args+=(-addr "$API" -log-level warn)
 	[[ ${BENCH_PPROF:-0} == 1 ]] && args+=(-pprof "127.0.0.1:$((16060 + i))")
 	"$BIN" "${args[@]}" >"$OUT/$svc.log" 2>&1 &
 	pids+=($!)
@@ -56,7 +62,11 @@ until curl -fsS "http://$API/readyz" >/dev/null 2>&1; do
 	((SECONDS < deadline)) || die "the orders API did not get ready in 90s; see $OUT/orders.log"
 	sleep 0.5
 done
-sleep 3 # the participants and the orchestrator join their groups
+# The participants and the orchestrator join their groups and restore after
+# the API is up: one saga through the whole system says they are there.
+say "bench: warming up (one saga end to end)"
+"$BIN" bench -kafka "$K" -redis "$R" -url "http://$API/" -clients 1 -duration 1s -drain 90s \
+	-floor-samples 1 -quiet >/dev/null || die "no saga ended during the warm-up; see the logs in $OUT"
 
 bench() {
 	local name=$1
@@ -74,13 +84,17 @@ fi
 D=${BENCH_DURATION:-30s}
 bench idle -clients 1 -duration 10s
 bench closed -clients "${BENCH_CLIENTS:-32}" -duration "$D"
+profilers=()
 if [[ ${BENCH_PPROF:-0} == 1 ]]; then
 	secs=${D%s}
 	for j in 0 1 2 3; do
 		curl -fsS -o "$OUT/cpu-$j.pprof" "http://127.0.0.1:$((16060 + j))/debug/pprof/profile?seconds=$((secs / 2))" &
+		profilers+=($!)
 	done
 fi
 bench open -rate "${BENCH_RATE:-1000}" -duration "$D"
-wait
-bench saturation -rate "${BENCH_SATURATE:-4000}" -duration "$D" -drain 60s || true
+((${#profilers[@]} == 0)) || wait "${profilers[@]}"
+# Saturation: more clients than the system can serve at once, so it runs
+# flat out with a bounded queue (an open loop past capacity only grows one).
+bench saturation -clients "${BENCH_SATURATE:-1000}" -duration "$D" -drain 60s || true
 say "bench: results in $OUT (*.txt, *.json, *.html)"

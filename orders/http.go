@@ -50,6 +50,11 @@ type Config struct {
 	// its key are told 409 (idempotency.MiddlewareConfig.Lease). Default 1
 	// minute; keep it above the server's write timeout.
 	IdempotencyLease time.Duration
+	// MaxInFlight bounds the POST /orders being served at once. One more is
+	// answered 503 with Retry-After at once, without touching Redis or
+	// Kafka: when they are slow, waiting requests would only pile up, hold
+	// connections and time out together. Default 512.
+	MaxInFlight int
 }
 
 func (c Config) withDefaults() Config {
@@ -80,13 +85,16 @@ func (c Config) withDefaults() Config {
 	if c.IdempotencyLease == 0 {
 		c.IdempotencyLease = time.Minute
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 512
+	}
 	return c
 }
 
 // Validate reports what is wrong with the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if c.MaxBodyBytes < 0 || c.MaxLines < 0 || c.MaxQuantity < 0 {
+	if c.MaxBodyBytes < 0 || c.MaxLines < 0 || c.MaxQuantity < 0 || c.MaxInFlight < 0 {
 		errs = append(errs, errors.New("negative limit"))
 	}
 	if c.SendTimeout < 0 || c.KeepAlive < 0 || c.ReadyTimeout < 0 || c.IdempotencyLease < 0 {
@@ -138,6 +146,8 @@ type Service struct {
 
 	metrics *metrics
 	ready   readiness
+	// inFlight holds a token per POST /orders being served (MaxInFlight).
+	inFlight chan struct{}
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -174,6 +184,7 @@ func New(cfg Config, deps Deps, log *zap.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, deps: deps, log: log, mux: http.NewServeMux(), metrics: newMetrics(),
 		done: make(chan struct{})}
 	s.ready = readiness{checks: deps.Ready, timeout: cfg.ReadyTimeout}
+	s.inFlight = make(chan struct{}, cfg.MaxInFlight)
 
 	idem, err := idempotency.Middleware(idempotency.MiddlewareConfig{
 		Required:     true,
@@ -190,7 +201,7 @@ func New(cfg Config, deps Deps, log *zap.Logger) (*Service, error) {
 	}
 	// The idempotency middleware reads the body whole (to fingerprint it)
 	// with its own limit, so only an announced size is refused before it.
-	s.handle("POST /orders", s.refuseLarge(requireKey(idem(http.HandlerFunc(s.placeOrder)))))
+	s.handle("POST /orders", s.shed(s.refuseLarge(requireKey(idem(http.HandlerFunc(s.placeOrder))))))
 	s.handle("GET /orders", http.HandlerFunc(s.listOrders))
 	s.handle("GET /orders/{id}", http.HandlerFunc(s.getOrder))
 	s.handle("GET /orders/{id}/events", http.HandlerFunc(s.orderEvents))
@@ -435,6 +446,24 @@ func (s *Service) getCustomer(w http.ResponseWriter, r *http.Request) {
 
 // unavailable answers 503 for a dependency that failed: the request was
 // fine, and may succeed when retried.
+// shed serves h while fewer than MaxInFlight requests are in it, and answers
+// the rest 503 at once: the fast refusal a client can retry (with the same
+// Idempotency-Key) is better than a slow one that times out.
+func (s *Service) shed(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.inFlight <- struct{}{}:
+			defer func() { <-s.inFlight }()
+			h.ServeHTTP(w, r)
+		default:
+			s.metrics.shed.Add(1)
+			w.Header().Set("Retry-After", "1")
+			writeProblem(w, http.StatusServiceUnavailable, "overloaded", "Too many orders at once",
+				fmt.Sprintf("This instance is serving %d orders already; retry in a moment with the same Idempotency-Key.", cap(s.inFlight)))
+		}
+	})
+}
+
 func (s *Service) unavailable(w http.ResponseWriter, what string, err error) {
 	s.log.Warn("dependency failed", zap.String("dependency", what), zap.Error(err))
 	w.Header().Set("Retry-After", "1")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -344,4 +345,37 @@ func TestReadyzFailsWhenADependencyIsDown(t *testing.T) {
 		t.Fatalf("readyz: %s", r)
 	}
 	r.problem(t)
+}
+
+// With MaxInFlight orders waiting on a stalled Kafka, the next POST is
+// answered 503 with Retry-After at once, not after a timeout; once Kafka
+// answers again the same key places the order, without a restart.
+func TestPlaceOrderShedsLoadWhileKafkaStalls(t *testing.T) {
+	w := newWorld(t, worldOptions{cfg: Config{MaxInFlight: 2}})
+	release := w.sender.hold()
+	defer release()
+	held := make(chan response, 2)
+	for i := range 2 {
+		go func() { held <- w.post("held-"+strconv.Itoa(i), teaForAlice) }()
+	}
+	kafkatest.WaitFor(t, 10*time.Second, "two requests to wait for Kafka", func() bool {
+		return w.sender.waiting.Load() == 2
+	})
+	start := time.Now()
+	r := w.post("shed-key", teaForAlice)
+	if took := time.Since(start); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || took > 2*time.Second {
+		t.Fatalf("POST beyond MaxInFlight: %s after %s, want a prompt 503 with Retry-After", r, took)
+	}
+	if p := r.problem(t); p.Type == "" || !strings.Contains(p.Type, "overloaded") {
+		t.Errorf("problem type %q, want overloaded", p.Type)
+	}
+	release()
+	for range 2 {
+		if r := <-held; r.status != http.StatusAccepted {
+			t.Fatalf("held request after Kafka came back: %s", r)
+		}
+	}
+	if r := w.post("shed-key", teaForAlice); r.status != http.StatusAccepted {
+		t.Fatalf("retry of the shed request: %s", r)
+	}
 }

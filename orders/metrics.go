@@ -16,6 +16,8 @@ import (
 // counters do not justify a client library and its dependencies.
 type metrics struct {
 	placed atomic.Int64
+	// shed counts POST /orders refused because MaxInFlight were in flight.
+	shed atomic.Int64
 
 	mu       sync.Mutex
 	requests map[requestKey]*requestStats
@@ -59,6 +61,8 @@ func (s *Service) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	family("sagaflow_orders_placed_total", "counter", "Orders accepted by this instance (OrderPlaced acknowledged by Kafka).")
 	fmt.Fprintf(b, "sagaflow_orders_placed_total %d\n", s.metrics.placed.Load())
+	family("sagaflow_orders_shed_total", "counter", "POST /orders answered 503 at once because MaxInFlight were in flight.")
+	fmt.Fprintf(b, "sagaflow_orders_shed_total %d\n", s.metrics.shed.Load())
 
 	family("sagaflow_orders", "gauge", "Orders in the read model, by status (the saga's state; Placed before it starts).")
 	counts := s.deps.Orders.Counts()

@@ -124,7 +124,7 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		instance:   fs.String("instance", env("SAGAFLOW_INSTANCE", host), "this instance's stable name: its transactional id; unique among running instances of one service (env SAGAFLOW_INSTANCE)"),
 		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
 		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
-		lanes: fs.Int("lanes", 2, "transactional loops side by side in this instance, each with its own producer: "+
+		lanes: fs.Int("lanes", 1, "transactional loops side by side in this instance, each with its own producer: "+
 			"more transactions in flight (useful up to the partition count; docs/performance.md)"),
 		pprof:       fs.String("pprof", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); empty: off"),
 		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),

@@ -98,4 +98,3 @@ func (ls *Lanes) Stats() Stats {
 
 // Len is the number of lanes.
 func (ls *Lanes) Len() int { return len(ls.loops) }
-

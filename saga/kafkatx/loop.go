@@ -89,6 +89,13 @@ type Stats struct {
 	// Assigned is the number of partitions this instance owns now: zero
 	// before it joined its group, after it lost them all and after Run.
 	Assigned int64
+	// Where the time goes, summed over committed records and transactions
+	// (divide by Records or Committed for means): Arrival is from a
+	// record's timestamp (its producer's clock, on this machine the same)
+	// to its poll, which is the upstream commit plus the fetch; Queued is
+	// from its poll to the start of its transaction; TxnTime is begin to
+	// committed.
+	Arrival, Queued, TxnTime time.Duration
 }
 
 // Loop is a transactional consume-process-produce loop. Run it once.
@@ -119,7 +126,10 @@ type Loop struct {
 
 	stats struct {
 		committed, aborted, records, produced, poison, recreated, rewinds, assigned atomic.Int64
+		arrival, queued, txnTime, offsetsTime, commitTime                           atomic.Int64
 	}
+	// polled holds when each record of the batch was polled, in batch order.
+	polled []time.Time
 }
 
 // New returns a Loop that calls h for each batch. A nil log means no logging.
@@ -145,6 +155,8 @@ func (l *Loop) Stats() Stats {
 		Records: l.stats.records.Load(), Produced: l.stats.produced.Load(),
 		Poison: l.stats.poison.Load(), ProducerRecreated: l.stats.recreated.Load(),
 		Rewinds: l.stats.rewinds.Load(), Assigned: l.stats.assigned.Load(),
+		Arrival: time.Duration(l.stats.arrival.Load()), Queued: time.Duration(l.stats.queued.Load()),
+		TxnTime: time.Duration(l.stats.txnTime.Load()),
 	}
 }
 
@@ -198,7 +210,9 @@ func (l *Loop) run(ctx context.Context) error {
 		return fmt.Errorf("kafkatx: subscribe %v: %w", l.cfg.Topics, err)
 	}
 	l.log.Info("loop started", zap.Strings("topics", l.cfg.Topics))
+	report := newReporter(l)
 	for ctx.Err() == nil && l.stop == nil {
+		report.maybe()
 		// With a batch in hand the poll only asks whether more is ready
 		// already: a batch waits for nothing that has not arrived, so at low
 		// load a hop costs one transaction, and under load batches grow by
@@ -284,10 +298,12 @@ func (l *Loop) add(m *kafka.Message) {
 		return
 	}
 	l.next[tp] = r.Offset + 1
+	now := time.Now()
 	if len(l.batch) == 0 {
-		l.batchStart = time.Now()
+		l.batchStart = now
 	}
 	l.batch = append(l.batch, r)
+	l.polled = append(l.polled, now)
 }
 
 type recordID struct {
@@ -301,8 +317,8 @@ func (l *Loop) flush(ctx context.Context) bool {
 	if len(l.batch) == 0 {
 		return true
 	}
-	batch := l.batch
-	l.batch = nil
+	batch, polled := l.batch, l.polled
+	l.batch, l.polled = nil, nil
 	poison := map[recordID][]Message{}
 	for {
 		live := batch
@@ -314,6 +330,7 @@ func (l *Loop) flush(ctx context.Context) bool {
 				}
 			}
 		}
+		began := time.Now()
 		out, herr, err := l.attempt(ctx, batch, live, poison)
 		var pe *PoisonError
 		switch {
@@ -349,6 +366,18 @@ func (l *Loop) flush(ctx context.Context) bool {
 		}
 		l.stats.committed.Add(1)
 		l.stats.records.Add(int64(len(batch)))
+		l.stats.txnTime.Add(int64(time.Since(began)))
+		var arrival, queued time.Duration
+		for i, r := range batch {
+			if !r.Timestamp.IsZero() && i < len(polled) {
+				arrival += max(0, polled[i].Sub(r.Timestamp))
+			}
+			if i < len(polled) {
+				queued += began.Sub(polled[i])
+			}
+		}
+		l.stats.arrival.Add(int64(arrival))
+		l.stats.queued.Add(int64(queued))
 		l.stats.produced.Add(int64(out.produced))
 		if l.cfg.AfterCommit != nil {
 			l.cfg.AfterCommit(len(batch), out.produced)
@@ -384,6 +413,7 @@ func (l *Loop) onPoison(rec Record, reason error) []Message {
 // attempt runs one transaction. herr is the handler's error; err is Kafka's
 // refusal, already dealt with (aborted, or the producer recreated).
 func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[recordID][]Message) (out *Sink, herr, err error) {
+	var commitAt time.Time
 	if err := l.retry(ctx, "begin transaction", func(context.Context) error { return l.producer.BeginTransaction() }); err != nil {
 		return nil, nil, l.txnFailed(ctx, err)
 	}
@@ -404,6 +434,11 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 		return out, herr, nil
 	}
 	offsets := commitOffsets(batch)
+	sendAt := time.Now()
+	defer func() {
+		l.stats.offsetsTime.Add(int64(commitAt.Sub(sendAt)))
+		l.stats.commitTime.Add(int64(time.Since(commitAt)))
+	}()
 	if err := l.retry(ctx, "send offsets", func(ctx context.Context) error {
 		md, err := l.consumer.GetConsumerGroupMetadata()
 		if err != nil {
@@ -413,6 +448,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	}); err != nil {
 		return out, nil, l.txnFailed(ctx, err)
 	}
+	commitAt = time.Now()
 	if err := l.commit(ctx); err != nil {
 		return out, nil, l.txnFailed(ctx, err)
 	}
@@ -644,7 +680,7 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			l.log.Warn("partitions lost; dropping the in-flight batch", zap.Any("partitions", parts),
 				zap.Int("records", len(l.batch)))
 			l.giveBack(l.ctx, l.batch, false)
-			l.batch = nil
+			l.batch, l.polled = nil, nil
 		} else {
 			l.log.Info("partitions revoked; committing the in-flight batch", zap.Any("partitions", parts),
 				zap.Int("records", len(l.batch)))
@@ -731,7 +767,12 @@ func (l *Loop) newProducer(ctx context.Context) error {
 		// retries after retry.backoff.ms: at the default 100ms that capped
 		// the loop at ~30 transactions/s here; 10ms gives ~250 (see
 		// BenchmarkLoop). Java's producer shortens this retry the same way.
-		"retry.backoff.ms": 10,
+		"retry.backoff.ms": 2,
+		// librdkafka backs off exponentially from retry.backoff.ms (KIP-580)
+		// up to this; back-to-back transactions meet CONCURRENT_TRANSACTIONS
+		// routinely, and the default cap of 1s turned a few of them into
+		// waits of hundreds of milliseconds.
+		"retry.backoff.max.ms": 20,
 	}
 	for k, v := range l.cfg.ProducerConfig {
 		cm[k] = v
@@ -789,4 +830,38 @@ func sleep(ctx context.Context, d time.Duration) {
 // String helps logs and test failures name the loop.
 func (l *Loop) String() string {
 	return "kafkatx.Loop(" + l.cfg.TransactionalID + " " + strings.Join(l.cfg.Topics, ",") + ")"
+}
+
+// reporter logs, every reportEvery while records flow, what the loop did and
+// where the time of a record went: the status line an operator reads.
+type reporter struct {
+	l    *Loop
+	at   time.Time
+	last Stats
+}
+
+const reportEvery = 10 * time.Second
+
+func newReporter(l *Loop) *reporter { return &reporter{l: l, at: time.Now()} }
+
+func (r *reporter) maybe() {
+	if time.Since(r.at) < reportEvery {
+		return
+	}
+	now, s := time.Now(), r.l.Stats()
+	d, p := s.Records-r.last.Records, s.Committed-r.last.Committed
+	if d > 0 && p > 0 {
+		secs := now.Sub(r.at).Seconds()
+		perRec := func(a, b time.Duration) float64 { return float64((a-b)/time.Duration(d)) / 1e6 }
+		r.l.log.Info("loop progress",
+			zap.Float64("records_per_s", float64(d)/secs), zap.Float64("txn_per_s", float64(p)/secs),
+			zap.Float64("batch_mean", float64(d)/float64(p)),
+			zap.Float64("txn_ms", float64((s.TxnTime-r.last.TxnTime)/time.Duration(p))/1e6),
+			zap.Float64("arrival_ms", perRec(s.Arrival, r.last.Arrival)),
+			zap.Float64("queued_ms", perRec(s.Queued, r.last.Queued)),
+			zap.Float64("offsets_ms", float64(time.Duration(r.l.stats.offsetsTime.Swap(0))/time.Duration(p))/1e6),
+			zap.Float64("commit_ms", float64(time.Duration(r.l.stats.commitTime.Swap(0))/time.Duration(p))/1e6),
+			zap.Int64("assigned", s.Assigned))
+	}
+	r.at, r.last = now, s
 }

@@ -205,7 +205,7 @@ func Run(ctx context.Context, cfg Config, placer Placer) (*Result, error) {
 		cfg.EventsTopic = kafkatx.TopicOrderEvents
 	}
 	if cfg.MaxInFlight == 0 {
-		cfg.MaxInFlight = 20000
+		cfg.MaxInFlight = 2000
 	}
 	if cfg.FloorSamples == 0 {
 		cfg.FloorSamples = 100
