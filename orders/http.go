@@ -344,7 +344,11 @@ func placeholder(w http.ResponseWriter, r *http.Request) {
 
 // getOrder serves GET /orders/{id}.
 func (s *Service) getOrder(w http.ResponseWriter, r *http.Request) {
-	o, ok := s.deps.Orders.Get(r.PathValue("id"))
+	o, ok, err := s.deps.Orders.Lookup(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.unavailable(w, "order archive", err)
+		return
+	}
 	if !ok {
 		orderNotFound(w, r.PathValue("id"))
 		return

@@ -24,6 +24,23 @@ type ReadModelConfig struct {
 	// StateTopic holds the orchestrator's snapshots; EventsTopic OrderPlaced
 	// and the end events. Defaults saga.state and orders.events.
 	StateTopic, EventsTopic string
+	// Memory is how long an order that ended (Completed or Cancelled) stays
+	// in memory after it ended; then it is written to Archive and dropped,
+	// so memory holds live and recent orders only. Failed orders wait for an
+	// operator and stay. Default 5 minutes.
+	Memory time.Duration
+	// Archive keeps ended orders after they leave memory, for Get. Nil: an
+	// order past its memory window is answered 404.
+	Archive Archive
+}
+
+// Archive stores ended orders for longer than the read model keeps them in
+// memory (a Redis hash with a TTL, in the services). Put is idempotent: every
+// orders instance puts the same final state. Get's bool says whether the
+// order was found; an error means the archive could not be asked.
+type Archive interface {
+	Put(ctx context.Context, orders []Order) error
+	Get(ctx context.Context, id string) (Order, bool, error)
 }
 
 func (c ReadModelConfig) withDefaults() ReadModelConfig {
@@ -33,13 +50,22 @@ func (c ReadModelConfig) withDefaults() ReadModelConfig {
 	if c.EventsTopic == "" {
 		c.EventsTopic = kafkatx.TopicOrderEvents
 	}
+	if c.Memory == 0 {
+		c.Memory = DefaultMemory
+	}
 	return c
 }
+
+// DefaultMemory is ReadModelConfig.Memory's default.
+const DefaultMemory = 5 * time.Minute
 
 // Validate reports what is wrong with the configuration.
 func (c ReadModelConfig) Validate() error {
 	if c.Brokers == "" {
 		return errors.New("orders: invalid read model config: no Brokers")
+	}
+	if c.Memory < 0 {
+		return errors.New("orders: invalid read model config: negative Memory")
 	}
 	return nil
 }
@@ -64,8 +90,9 @@ func (c ReadModelConfig) Validate() error {
 //     Completed to Running. An event older than what was read (an
 //     OrderFailed before an operator's retry) changes nothing.
 //
-// It holds every order in memory: fine for the demo and one service; a
-// store with an index is the next step for a long-lived deployment.
+// It holds live orders and those that ended within the Memory window; older
+// ones are in the Archive (see ReadModelConfig), so memory stays flat however
+// many orders pass.
 type ReadModel struct {
 	cfg ReadModelConfig
 	log *zap.Logger
@@ -77,8 +104,16 @@ type ReadModel struct {
 	next   map[string]map[int32]int64
 	subs   map[*Subscription]struct{}
 	counts map[Status]int
+	// ended lists the orders that ended, oldest end first, for the sweep
+	// that moves them to the archive.
+	ended []endedOrder
 
-	applied, skipped atomic.Int64
+	applied, skipped, archived atomic.Int64
+}
+
+type endedOrder struct {
+	id string
+	at time.Time
 }
 
 // entry is the read model's record of one order.
@@ -110,9 +145,19 @@ func NewReadModel(cfg ReadModelConfig, log *zap.Logger) (*ReadModel, error) {
 // good) it logs and starts again after a pause: a read model that stopped
 // would show stale orders as if they were current.
 func (m *ReadModel) Run(ctx context.Context) error {
+	sctx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	go m.sweeper(sctx)
 	backoff := 500 * time.Millisecond
 	for {
-		err := kafkatx.Follow(ctx, m.cfg.Brokers, []string{m.cfg.StateTopic, m.cfg.EventsTopic}, m.apply)
+		// saga.state is compacted down to live and recent sagas, and is
+		// read whole; of orders.events only what is recent enough to
+		// matter: OrderPlaced of orders that have no snapshot yet. Replaying
+		// a week of events on every restart is what a bounded read model
+		// must not do.
+		since := time.Now().Add(-max(m.cfg.Memory, time.Minute) - time.Minute)
+		err := kafkatx.FollowSince(ctx, m.cfg.Brokers, []string{m.cfg.StateTopic, m.cfg.EventsTopic},
+			map[string]time.Time{m.cfg.EventsTopic: since}, m.apply)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -126,7 +171,7 @@ func (m *ReadModel) Run(ctx context.Context) error {
 	}
 }
 
-// Get returns the order with id.
+// Get returns the order with id, from memory.
 func (m *ReadModel) Get(id string) (Order, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -135,6 +180,102 @@ func (m *ReadModel) Get(id string) (Order, bool) {
 		return Order{}, false
 	}
 	return e.order, true
+}
+
+// Lookup returns the order with id from memory, or else from the archive.
+func (m *ReadModel) Lookup(ctx context.Context, id string) (Order, bool, error) {
+	if o, ok := m.Get(id); ok {
+		return o, true, nil
+	}
+	if m.cfg.Archive == nil {
+		return Order{}, false, nil
+	}
+	return m.cfg.Archive.Get(ctx, id)
+}
+
+// Archived counts the orders moved from memory to the archive.
+func (m *ReadModel) Archived() int64 { return m.archived.Load() }
+
+// sweeper moves the orders past their memory window to the archive, in
+// batches, until ctx is done.
+func (m *ReadModel) sweeper(ctx context.Context) {
+	t := time.NewTicker(min(time.Second, max(m.cfg.Memory/4, 10*time.Millisecond)))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for m.sweep(ctx, time.Now()) == sweepBatch {
+		}
+	}
+}
+
+const sweepBatch = 1000
+
+// sweep archives and drops up to sweepBatch orders whose window passed, and
+// returns how many. An order is dropped only once the archive has it: if
+// the archive cannot be written, the orders stay and the next sweep tries
+// again.
+func (m *ReadModel) sweep(ctx context.Context, now time.Time) int {
+	m.mu.RLock()
+	var due []Order
+	for _, e := range m.ended {
+		if len(due) == sweepBatch || now.Sub(e.at) < m.cfg.Memory {
+			break
+		}
+		if en, ok := m.orders[e.id]; ok {
+			due = append(due, en.order)
+		} else {
+			due = append(due, Order{OrderID: e.id}) // gone already: nothing to write
+		}
+	}
+	m.mu.RUnlock()
+	if len(due) == 0 {
+		return 0
+	}
+	if m.cfg.Archive != nil {
+		put := make([]Order, 0, len(due))
+		for _, o := range due {
+			if o.Status != "" {
+				put = append(put, o)
+			}
+		}
+		if err := m.cfg.Archive.Put(ctx, put); err != nil {
+			m.log.Warn("archiving ended orders failed; they stay in memory until the next try", zap.Error(err))
+			return 0
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range due {
+		e, ok := m.orders[o.OrderID]
+		// A changed order (an operator moved it on) is not what was
+		// archived: it stays.
+		switch {
+		case ok && e.order.rev == o.rev:
+			m.counts[e.order.Status]--
+			delete(m.orders, o.OrderID)
+			m.archived.Add(1)
+		case ok && (e.order.Status == StatusCompleted || e.order.Status == StatusCancelled):
+			// Changed since it was read (its full snapshot came after the
+			// end event): archive it on a later sweep.
+			m.ended = append(m.ended, endedOrder{id: o.OrderID, at: e.order.UpdatedAt})
+		}
+	}
+	m.ended = append(m.ended[:0:0], m.ended[len(due):]...)
+	return len(due)
+}
+
+// noteEnd queues an order that reached Completed or Cancelled for the sweep.
+// m.mu is held.
+func (m *ReadModel) noteEnd(o Order, was Status) {
+	if (o.Status == StatusCompleted || o.Status == StatusCancelled) && was != o.Status {
+		// When it ended, not when it was read: after a restart the
+		// replayed orders that ended long ago go to the archive at once.
+		m.ended = append(m.ended, endedOrder{id: o.OrderID, at: o.UpdatedAt})
+	}
 }
 
 // List returns up to limit orders with the given status ("" for any),
@@ -295,6 +436,7 @@ func (m *ReadModel) snapshot(r kafkatx.Record) bool {
 		return true
 	}
 	o := e.order
+	was := o.Status
 	m.counts[o.Status]--
 	o.Status, o.Reason, o.step = statusOf(in.State), in.Reason, in.Step
 	o.Steps, o.History = nonNil(in.Steps), nonNil(in.History)
@@ -304,6 +446,7 @@ func (m *ReadModel) snapshot(r kafkatx.Record) bool {
 	o.rev++
 	e.order, e.version, e.full = o, in.Version, true
 	m.counts[o.Status]++
+	m.noteEnd(o, was)
 	m.publish(o)
 	return true
 }
@@ -350,11 +493,13 @@ func (m *ReadModel) event(r kafkatx.Record) bool {
 			return true // its snapshot, or a newer one, was read already
 		}
 		o := e.order
+		was := o.Status
 		m.counts[o.Status]--
 		o.Status, o.Reason, o.UpdatedAt = statusOf(ev.State), ev.Reason, r.Timestamp.UTC()
 		o.rev++
 		e.order, e.version, e.full = o, ev.Version, false
 		m.counts[o.Status]++
+		m.noteEnd(o, was)
 		m.publish(o)
 		return true
 	}

@@ -3,7 +3,9 @@ package orders
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -268,5 +270,78 @@ func TestWaitSeesLaterChange(t *testing.T) {
 	defer cancel2()
 	if _, err := m.Wait(short, "ord-w", func(o Order) bool { return o.Status == StatusCompleted }); err == nil {
 		t.Fatal("Wait for a state never reached returned no error")
+	}
+}
+
+// memArchive is an Archive in memory, for the read model's pure tests.
+type memArchive struct {
+	mu     sync.Mutex
+	orders map[string]Order
+	fail   error
+}
+
+func (a *memArchive) Put(_ context.Context, os []Order) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail != nil {
+		return a.fail
+	}
+	for _, o := range os {
+		a.orders[o.OrderID] = o
+	}
+	return nil
+}
+
+func (a *memArchive) Get(_ context.Context, id string) (Order, bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o, ok := a.orders[id]
+	return o, ok, nil
+}
+
+// An order that ended leaves memory after the Memory window, once the
+// archive has it; a query for it is then answered from the archive. Live
+// orders stay, and an archive that fails keeps the order in memory.
+func TestReadModelMovesEndedOrdersToTheArchive(t *testing.T) {
+	arch := &memArchive{orders: map[string]Order{}, fail: errors.New("redis down (test)")}
+	m, err := NewReadModel(ReadModelConfig{Brokers: "unused:9", Memory: time.Minute, Archive: arch}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, live := testOrder("ord-done", "alice"), testOrder("ord-live", "bob")
+	run := startSaga(t, done)
+	for range 3 {
+		run.reply(saga.Success)
+	}
+	feed(t, m, kafkatx.TopicSagaState, "ord-done", run.snapshot())
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, run.endEvent())
+	feed(t, m, kafkatx.TopicSagaState, "ord-live", startSaga(t, live).snapshot())
+	ended := run.inst.History[len(run.inst.History)-1].At
+
+	if n := m.sweep(context.Background(), ended.Add(30*time.Second)); n != 0 {
+		t.Fatalf("swept %d orders inside the window", n)
+	}
+	if m.sweep(context.Background(), ended.Add(2*time.Minute)); m.Archived() != 0 {
+		t.Fatal("an order left memory although the archive failed")
+	}
+	if _, ok := m.Get("ord-done"); !ok {
+		t.Fatal("the order is gone although the archive failed")
+	}
+	arch.mu.Lock()
+	arch.fail = nil
+	arch.mu.Unlock()
+	m.sweep(context.Background(), ended.Add(2*time.Minute))
+	if _, ok := m.Get("ord-done"); ok || m.Archived() != 1 {
+		t.Fatalf("after the window the ended order is still in memory (archived %d)", m.Archived())
+	}
+	got, ok, err := m.Lookup(context.Background(), "ord-done")
+	if err != nil || !ok || got.Status != StatusCompleted || len(got.History) == 0 {
+		t.Fatalf("lookup past the window: %+v %v %v", got, ok, err)
+	}
+	if _, ok := m.Get("ord-live"); !ok {
+		t.Fatal("a live order left memory")
+	}
+	if c := m.Counts(); c[StatusCompleted] != 0 || c[StatusRunning] != 1 {
+		t.Fatalf("counts %v: they count the orders in memory", c)
 	}
 }

@@ -29,6 +29,7 @@ const (
 	HeaderStep          = "step"           // commands and replies: step index, decimal
 	HeaderAttempt       = "attempt"        // commands and replies: attempt, decimal from 1
 	HeaderPhase         = "phase"          // commands and replies: action or compensation
+	HeaderState         = "state"          // saga.state snapshots: the saga's State
 )
 
 // maxHeaderLen bounds id-like header values: anything longer is a bug

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,16 @@ type OrchestratorConfig struct {
 	// TickInterval is how often due timers are looked for. A timer fires
 	// within about this much after it is due. Default 250ms.
 	TickInterval time.Duration
+	// Retention is how long an ended saga (Completed or Cancelled) is
+	// remembered after it ends: its instance leaves memory when it ends, and
+	// only its id is kept, so that a second start with that id (a client's
+	// retry reaching Kafka twice) and late replies are ignored instead of
+	// starting it again or being dead-lettered. After the window its
+	// snapshot is tombstoned on the state topic, so a restore reads live and
+	// recent sagas only. It must be at least as long as anything that can
+	// still send its start: the orders API's Idempotency-Key TTL. Failed
+	// sagas wait for an operator and stay. Default 15 minutes.
+	Retention time.Duration
 }
 
 func (c OrchestratorConfig) withDefaults() OrchestratorConfig {
@@ -96,6 +107,9 @@ func (c OrchestratorConfig) withDefaults() OrchestratorConfig {
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = 250 * time.Millisecond
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
 	}
 	return c
 }
@@ -119,8 +133,14 @@ func (c OrchestratorConfig) Validate() error {
 	if c.TickInterval < 0 {
 		return errors.New("saga: invalid orchestrator config: negative TickInterval")
 	}
+	if c.Retention < 0 {
+		return errors.New("saga: invalid orchestrator config: negative Retention")
+	}
 	return nil
 }
+
+// DefaultRetention is OrchestratorConfig.Retention's default.
+const DefaultRetention = 15 * time.Minute
 
 // OrchestratorStats counts what an orchestrator did since it started.
 type OrchestratorStats struct {
@@ -130,14 +150,83 @@ type OrchestratorStats struct {
 	Restored int64 // snapshots read back on partition assignment
 	Ticks    int64 // tick records sent
 	Ended    int64 // sagas that reached a terminal state here
+	// Forgotten counts ended sagas tombstoned after the retention window;
+	// Live and Remembered are the sagas in memory now: running (or Failed)
+	// ones with their instance, ended ones by id only.
+	Forgotten, Live, Remembered int64
 }
 
 // partition holds the committed instances of one partition number.
 type partition struct {
+	// sagas holds the live sagas: running, and Failed (waiting for an
+	// operator).
 	sagas map[string]*Instance
 	// timers holds the next timer of every saga that has one, so the ticker
 	// does not walk ended sagas.
 	timers map[string]time.Time
+	// ended remembers, by id, the sagas that ended (Completed, Cancelled)
+	// within the retention window; expiry lists them in the order they
+	// ended, so the oldest is first.
+	ended  map[string]time.Time
+	expiry []endedSaga
+}
+
+type endedSaga struct {
+	id string
+	at time.Time
+}
+
+func newPartition() *partition {
+	return &partition{sagas: map[string]*Instance{}, timers: map[string]time.Time{}, ended: map[string]time.Time{}}
+}
+
+// done reports whether a saga ended for good: Failed can still be moved by an
+// operator, so it stays live.
+func done(in *Instance) bool { return in.State == Completed || in.State == Cancelled }
+
+// endedAt is when an ended saga ended: its last change.
+func endedAt(in *Instance) time.Time {
+	if n := len(in.History); n > 0 {
+		return in.History[n-1].At
+	}
+	return time.Time{}
+}
+
+// remember moves an ended saga out of memory, keeping its id until the
+// window passes.
+func (p *partition) remember(id string, at time.Time) {
+	delete(p.sagas, id)
+	delete(p.timers, id)
+	if _, ok := p.ended[id]; ok {
+		return
+	}
+	p.ended[id] = at
+	// Restored snapshots come in no time order; keep expiry sorted anyway
+	// (appends in order are the common case).
+	i := len(p.expiry)
+	for i > 0 && p.expiry[i-1].at.After(at) {
+		i--
+	}
+	p.expiry = append(p.expiry, endedSaga{})
+	copy(p.expiry[i+1:], p.expiry[i:])
+	p.expiry[i] = endedSaga{id: id, at: at}
+}
+
+// expired returns up to max of the oldest ended sagas whose window passed.
+func (p *partition) expired(now time.Time, retention time.Duration, max int) []endedSaga {
+	n := 0
+	for n < len(p.expiry) && n < max && now.Sub(p.expiry[n].at) >= retention {
+		n++
+	}
+	return p.expiry[:n]
+}
+
+// forget drops the first n entries of expiry, which were tombstoned.
+func (p *partition) forget(n int) {
+	for _, e := range p.expiry[:n] {
+		delete(p.ended, e.id)
+	}
+	p.expiry = append(p.expiry[:0:0], p.expiry[n:]...)
 }
 
 // Orchestrator runs sagas on Kafka. In one transaction per batch it reads
@@ -162,7 +251,7 @@ type Orchestrator struct {
 	parts    map[int32]*partition
 	lastTick map[int32]time.Time
 
-	applied, ignored, poison, restored, ticked, ended atomic.Int64
+	applied, ignored, poison, restored, ticked, ended, forgotten atomic.Int64
 }
 
 // NewOrchestrator returns an orchestrator; Run starts it. A nil log means no
@@ -217,10 +306,17 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	return err
 }
 
-// Stats returns the counters; safe from any goroutine, and cheap: no lock.
+// Stats returns the counters; safe from any goroutine.
 func (o *Orchestrator) Stats() OrchestratorStats {
-	return OrchestratorStats{Applied: o.applied.Load(), Ignored: o.ignored.Load(), Poison: o.poison.Load(),
-		Restored: o.restored.Load(), Ticks: o.ticked.Load(), Ended: o.ended.Load()}
+	st := OrchestratorStats{Applied: o.applied.Load(), Ignored: o.ignored.Load(), Poison: o.poison.Load(),
+		Restored: o.restored.Load(), Ticks: o.ticked.Load(), Ended: o.ended.Load(), Forgotten: o.forgotten.Load()}
+	o.mu.Lock()
+	for _, p := range o.parts {
+		st.Live += int64(len(p.sagas))
+		st.Remembered += int64(len(p.ended))
+	}
+	o.mu.Unlock()
+	return st
 }
 
 // LoopStats returns the transactional loop's counters.
@@ -255,10 +351,29 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	}
 	loaded := map[int32]*partition{}
 	for _, p := range want {
-		loaded[p] = &partition{sagas: map[string]*Instance{}, timers: map[string]time.Time{}}
+		loaded[p] = newPartition()
 	}
 	n := 0
 	err := kafkatx.ReadPartitions(ctx, o.cfg.Brokers, o.cfg.StateTopic, want, func(r kafkatx.Record) error {
+		if len(r.Value) == 0 {
+			// A tombstone: the saga was forgotten after its window.
+			part := loaded[r.Partition]
+			delete(part.sagas, string(r.Key))
+			delete(part.timers, string(r.Key))
+			if _, ok := part.ended[string(r.Key)]; ok {
+				delete(part.ended, string(r.Key))
+				part.expiry = slices.DeleteFunc(part.expiry, func(e endedSaga) bool { return e.id == string(r.Key) })
+			}
+			return nil
+		}
+		if st := State(r.Header(HeaderState)); (st == Completed || st == Cancelled) && len(r.Key) > 0 {
+			// Ended: only its id and end time are kept, and both are in
+			// the record; the snapshot itself (the whole history) need
+			// not be decoded. Most of saga.state is such snapshots.
+			loaded[r.Partition].remember(string(r.Key), r.Timestamp)
+			n++
+			return nil
+		}
 		var in Instance
 		if err := json.Unmarshal(r.Value, &in); err != nil || in.ID == "" {
 			// Only this code writes snapshots; an unreadable one is a bug to
@@ -266,7 +381,14 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 			o.log.Error("unreadable snapshot", zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
 			return nil
 		}
-		loaded[r.Partition].put(&in)
+		part := loaded[r.Partition]
+		if done(&in) {
+			// Its window may have passed already; then the next tick
+			// tombstones it.
+			part.remember(in.ID, endedAt(&in))
+		} else {
+			part.put(&in)
+		}
 		n++
 		return nil
 	})
@@ -350,6 +472,11 @@ func (o *Orchestrator) due(now time.Time) []int32 {
 		if now.Sub(o.lastTick[p]) < 2*o.cfg.TickInterval {
 			continue
 		}
+		if len(part.expiry) > 0 && now.Sub(part.expiry[0].at) >= o.cfg.Retention {
+			out = append(out, p) // ended sagas to forget
+			o.lastTick[p] = now
+			continue
+		}
 		for _, at := range part.timers {
 			if !at.After(now) {
 				out = append(out, p)
@@ -371,6 +498,9 @@ type batch struct {
 	part    map[string]int32
 	applied int64
 	ignored int64
+	// forget is how many of each partition's oldest ended sagas this batch
+	// tombstones.
+	forget map[int32]int
 }
 
 func (b *batch) get(p int32, id string) *Instance {
@@ -385,6 +515,18 @@ func (b *batch) get(p int32, id string) *Instance {
 	return nil
 }
 
+// remembered reports whether a saga ended within the retention window and
+// left memory: every input for it is passed over.
+func (b *batch) remembered(p int32, id string) bool {
+	b.o.mu.Lock()
+	defer b.o.mu.Unlock()
+	if part := b.o.parts[p]; part != nil {
+		_, ok := part.ended[id]
+		return ok
+	}
+	return false
+}
+
 func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *kafkatx.Sink) error {
 	b := &batch{o: o, out: out, now: time.Now(), changed: map[string]*Instance{}, part: map[string]int32{}}
 	for _, r := range recs {
@@ -392,6 +534,7 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 			return err
 		}
 	}
+	b.sweep(ctx, recs)
 	for id, in := range b.changed {
 		snap, err := json.Marshal(in)
 		if err != nil {
@@ -401,6 +544,9 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 			kafkatx.Header{Key: HeaderSagaID, Value: []byte(id)},
 			kafkatx.Header{Key: HeaderType, Value: []byte(in.Type)},
 			kafkatx.Header{Key: "version", Value: []byte(strconv.FormatUint(in.Version, 10))},
+			// The state in a header lets a restore pass over ended sagas
+			// without decoding their snapshots (see restore).
+			kafkatx.Header{Key: HeaderState, Value: []byte(in.State)},
 		).OnPartition(b.part[id]))
 	}
 	// The crash window the chaos tests aim at: commands and snapshots
@@ -411,6 +557,13 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 		o.ignored.Add(b.ignored)
 		o.mu.Lock()
 		defer o.mu.Unlock()
+		// Forget first: the sagas ending now go to the back of expiry.
+		for p, n := range b.forget {
+			if part := o.parts[p]; part != nil && n <= len(part.expiry) {
+				part.forget(n)
+				o.forgotten.Add(int64(n))
+			}
+		}
 		for id, in := range b.changed {
 			part := o.parts[b.part[id]]
 			if part == nil {
@@ -421,10 +574,48 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 			if old := part.sagas[id]; in.IsTerminal() && (old == nil || !old.IsTerminal()) {
 				o.ended.Add(1)
 			}
-			part.put(in)
+			if done(in) {
+				part.remember(id, endedAt(in))
+			} else {
+				part.put(in)
+			}
 		}
 	})
 	return nil
+}
+
+// maxForget bounds the tombstones one transaction carries per partition.
+const maxForget = 2000
+
+// sweep tombstones, on the partitions of this batch, the ended sagas whose
+// retention window passed; they leave memory when the transaction commits.
+// A tombstone is produced in the same transaction as everything else, by the
+// partition's owner, so a zombie cannot forget a saga it no longer owns.
+func (b *batch) sweep(ctx context.Context, recs []kafkatx.Record) {
+	o := b.o
+	seen := map[int32]bool{}
+	for _, r := range recs {
+		if seen[r.Partition] {
+			continue
+		}
+		seen[r.Partition] = true
+		o.mu.Lock()
+		var gone []endedSaga
+		if part := o.parts[r.Partition]; part != nil {
+			gone = part.expired(b.now, o.cfg.Retention, maxForget)
+		}
+		o.mu.Unlock()
+		for _, e := range gone {
+			b.out.Produce(ctx, kafkatx.NewMessage(o.cfg.StateTopic, []byte(e.id), nil,
+				kafkatx.Header{Key: HeaderSagaID, Value: []byte(e.id)}).OnPartition(r.Partition))
+		}
+		if len(gone) > 0 {
+			if b.forget == nil {
+				b.forget = map[int32]int{}
+			}
+			b.forget[r.Partition] = len(gone)
+		}
+	}
 }
 
 // record turns one consumed record into Transition inputs.
@@ -468,6 +659,13 @@ func (b *batch) record(ctx context.Context, r kafkatx.Record) error {
 		return kafkatx.Poison(r, fmt.Errorf("%w: message type %q is not expected on %s", ErrPoison, env.Type, r.Topic))
 	}
 	inst := b.get(r.Partition, env.SagaID)
+	if inst == nil && b.remembered(r.Partition, env.SagaID) {
+		// Ended within the window: a second start, a late or repeated
+		// reply, an operator command too late. As Transition would say
+		// of the ended instance: not applied.
+		b.ignored++
+		return nil
+	}
 	if inst != nil {
 		typ = inst.Type
 	} else if in.Kind != KindStart {

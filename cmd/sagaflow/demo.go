@@ -46,7 +46,12 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	host, _ := os.Hostname()
 	instance := fs.String("instance", "demo-"+host, "this demo's name on Kafka (its transactional ids); give each demo sharing one Kafka its own")
 	timings := sagaTimingFlags(fs, orders.DemoSagaConfig())
+	windowsOf := windowFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	windows, err := windowsOf()
+	if err != nil {
 		return err
 	}
 	if *partitions < 1 {
@@ -82,7 +87,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  Kafka: embedded broker at %s (in memory)\n", brokers)
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err := kafkatx.CreateTopics(cctx, brokers, kafkatx.SagaflowTopics(*partitions))
+		err := kafkatx.CreateTopics(cctx, brokers, windows.Topics(*partitions))
 		cancel()
 		if err != nil {
 			return fmt.Errorf("kafka at %s: %w", brokers, err)
@@ -95,7 +100,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer closeRedis()
 
-	stores, err := wire.OpenStores(rdb, "", log)
+	stores, err := wire.OpenStoresFor(rdb, "", windows.DedupTTL, log)
 	if err != nil {
 		return err
 	}
@@ -109,7 +114,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	cfg := wire.Config{Kafka: saga.Kafka{Brokers: brokers, InstanceID: *instance}, Saga: timings()}
+	cfg := wire.Config{Kafka: saga.Kafka{Brokers: brokers, InstanceID: *instance}, Saga: timings(), Windows: windows}
 	parts, err := wire.Saga(cfg, stores, log)
 	if err != nil {
 		return err

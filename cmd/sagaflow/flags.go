@@ -4,6 +4,8 @@ import (
 	"flag"
 	"os"
 
+	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
+
 	"github.com/sagaflow/sagaflow/orders"
 )
 
@@ -44,4 +46,20 @@ func (h *httpFlags) config() orders.Config {
 		token = os.Getenv("SAGAFLOW_OPERATOR_TOKEN")
 	}
 	return orders.Config{OperatorToken: token}
+}
+
+// windowFlags registers the retention windows (docs/design.md, "Bounded
+// state") on fs and returns a function that reads and checks them after
+// Parse. Every service takes all of them, so that each can refuse windows
+// that do not nest; each uses the ones it owns.
+func windowFlags(fs *flag.FlagSet) func() (wire.Windows, error) {
+	d := wire.DefaultWindows()
+	w := &wire.Windows{}
+	fs.DurationVar(&w.SagaRetention, "saga-retention", d.SagaRetention, "orchestrator: how long an ended saga's id is remembered (duplicate starts ignored), then tombstoned on saga.state")
+	fs.DurationVar(&w.IdempotencyTTL, "idempotency-ttl", d.IdempotencyTTL, "orders: how long an Idempotency-Key answers its first response; at most -saga-retention")
+	fs.DurationVar(&w.OrderMemory, "order-memory", d.OrderMemory, "orders: how long an ended order stays in the read model's memory")
+	fs.DurationVar(&w.OrderTTL, "order-ttl", d.OrderTTL, "orders: how long an ended order is kept in Redis after it left memory; then GET answers 404")
+	fs.DurationVar(&w.CommandRetention, "command-retention", d.CommandRetention, "topics: how long stock.commands and payment.commands keep a command")
+	fs.DurationVar(&w.DedupTTL, "dedup-ttl", d.DedupTTL, "stock, payment: how long dedup, barrier and per-order records live; at least -command-retention + 10m, and longer than a Failed saga may wait for an operator")
+	return func() (wire.Windows, error) { return *w, w.Validate() }
 }

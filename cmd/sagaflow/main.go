@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 )
@@ -94,13 +95,18 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	w, err := in.windowsOf()
+	if err != nil {
+		return err
+	}
+	in.windows = w
 	if *in.partitions < 1 {
 		return fmt.Errorf("-partitions must be at least 1, got %d", *in.partitions)
 	}
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	for _, s := range kafkatx.SagaflowTopics(*in.partitions) {
+	for _, s := range in.windows.Topics(*in.partitions) {
 		fmt.Fprintf(stdout, "topic %s ready (%d partitions requested)\n", s.Name, s.Partitions)
 	}
 	return nil
@@ -110,6 +116,8 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 type infra struct {
 	kafka, redis, instance, logLevel *string
 	pprof                            *string
+	windowsOf                        func() (wire.Windows, error)
+	windows                          wire.Windows
 	partitions, lanes, maxBatch      *int
 	maxInterval                      *time.Duration
 }
@@ -119,6 +127,7 @@ type infra struct {
 func infraFlags(fs *flag.FlagSet) *infra {
 	host, _ := os.Hostname()
 	return &infra{
+		windowsOf:  windowFlags(fs),
 		kafka:      fs.String("kafka", env("SAGAFLOW_KAFKA", "127.0.0.1:19092"), "Kafka bootstrap servers (env SAGAFLOW_KAFKA)"),
 		redis:      fs.String("redis", env("SAGAFLOW_REDIS", "127.0.0.1:16379"), "Redis address (env SAGAFLOW_REDIS)"),
 		instance:   fs.String("instance", env("SAGAFLOW_INSTANCE", host), "this instance's stable name: its transactional id; unique among running instances of one service (env SAGAFLOW_INSTANCE)"),
@@ -138,6 +147,11 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	w, err := in.windowsOf()
+	if err != nil {
+		return nil, err
+	}
+	in.windows = w
 	if *in.lanes < 1 || *in.maxBatch < 1 || *in.maxInterval <= 0 {
 		return nil, fmt.Errorf("-lanes and -max-batch must be at least 1 and -max-interval positive; got %d, %d, %s",
 			*in.lanes, *in.maxBatch, *in.maxInterval)
@@ -183,7 +197,7 @@ func (in *infra) logger() (*zap.Logger, error) {
 func (in *infra) ensureTopics(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	return kafkatx.CreateTopics(ctx, *in.kafka, kafkatx.SagaflowTopics(*in.partitions))
+	return kafkatx.CreateTopics(ctx, *in.kafka, in.windows.Topics(*in.partitions))
 }
 
 // redisClient connects to --redis (host:port or a redis:// URL) and checks

@@ -25,7 +25,7 @@ func runOrchestrator(ctx context.Context, args []string, _ io.Writer) error {
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	o, err := wire.NewOrchestrator(wire.Config{Kafka: in.sagaKafka(), Saga: timings()}, log)
+	o, err := wire.NewOrchestrator(wire.Config{Kafka: in.sagaKafka(), Saga: timings(), Windows: in.windows}, log)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 
 // participantSetup builds a participant's handler on its Redis, once the
 // flags are parsed.
-type participantSetup func(ctx context.Context, rdb *redis.Client, log *zap.Logger) (saga.CommandHandler, error)
+type participantSetup func(ctx context.Context, rdb *redis.Client, w wire.Windows, log *zap.Logger) (saga.CommandHandler, error)
 
 // runParticipant is the stock and payment subcommands: flags registers the
 // participant's own flags next to the shared ones and returns its setup;
@@ -36,7 +36,7 @@ func runParticipant(ctx context.Context, args []string, scope string, flags func
 		return err
 	}
 	defer rdb.Close()
-	h, err := setup(ctx, rdb, log)
+	h, err := setup(ctx, rdb, in.windows, log)
 	if err != nil {
 		return fmt.Errorf("redis at %s: %w", *in.redis, err)
 	}
@@ -50,7 +50,7 @@ func runParticipant(ctx context.Context, args []string, scope string, flags func
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	p, err := wire.NewParticipant(wire.Config{Kafka: in.sagaKafka()}, wire.Participant{
+	p, err := wire.NewParticipant(wire.Config{Kafka: in.sagaKafka(), Windows: in.windows}, wire.Participant{
 		Scope: scope, Handler: h,
 		// Scoped: "participant/after-apply" crashes every participant of
 		// the process, "stock/after-apply" only this one.

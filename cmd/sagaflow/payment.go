@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
 	"github.com/sagaflow/sagaflow/payment"
 	"github.com/sagaflow/sagaflow/saga"
 )
@@ -18,8 +19,8 @@ func init() {
 func paymentFlags(fs *flag.FlagSet) participantSetup {
 	seed := fs.Bool("seed", false, "open the demo accounts (accounts that exist keep their balance)")
 	demo := fs.Bool("demo-scenarios", false, `honour the order's demo "scenario" (slow-payment: charge, withhold the reply)`)
-	return func(ctx context.Context, rdb *redis.Client, log *zap.Logger) (saga.CommandHandler, error) {
-		st, err := payment.NewStore(payment.Config{}, rdb, log)
+	return func(ctx context.Context, rdb *redis.Client, w wire.Windows, log *zap.Logger) (saga.CommandHandler, error) {
+		st, err := payment.NewStore(payment.Config{DedupTTL: w.DedupTTL}, rdb, log)
 		if err != nil {
 			return nil, err
 		}

@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"regexp"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/bench"
-	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
 )
 
 // TestSoakNoSagaLeftBehind runs the whole system on the real Kafka and Redis
@@ -22,34 +20,20 @@ import (
 // rates is what would catch such a stall again. The figures it logs are not
 // asserted: speed is measured by `make bench`, not by tests.
 func TestSoakNoSagaLeftBehind(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
-	redisAddr := os.Getenv("SAGAFLOW_REDIS")
-	if redisAddr == "" || redisAddr == "embedded" {
-		redisAddr = "127.0.0.1:16379"
-	}
-	out := &lineWriter{re: regexp.MustCompile(`open (http://\S+/)\n`), found: make(chan string, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- runDemo(ctx, []string{"-kafka", brokers, "-redis", redisAddr, "-addr", "127.0.0.1:0",
-			"-log-level", "error", "-instance", fmt.Sprintf("soak-%d", time.Now().UnixNano())}, out)
-	}()
-	var url string
-	select {
-	case url = <-out.found:
-	case err := <-done:
-		t.Fatalf("the system stopped: %v", err)
-	case <-time.After(90 * time.Second):
-		t.Fatal("the system was not ready within 90s")
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	sys := startSystem(t, "soak")
+	brokers, url := sys.brokers, sys.url
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: sys.redis})
 	defer rdb.Close()
 	if err := bench.Seed(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	// The demo's services join their groups after the page is up.
-	time.Sleep(3 * time.Second)
+	// The services join their groups after the page is up: one saga
+	// through the whole system says they are there.
+	if res, err := bench.Run(ctx, bench.Config{Via: "http", URL: url, Brokers: brokers, Clients: 1,
+		Duration: time.Second, Drain: 90 * time.Second, FloorSamples: 1}, bench.NewHTTPPlacer(url)); err != nil || res.Unfinished > 0 {
+		t.Fatalf("warm-up: %v, %+v; the system's log:\n%s", err, res, logTail(sys.out.String(), 150))
+	}
 
 	for _, c := range []struct {
 		name string
@@ -68,7 +52,8 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 				t.Errorf("only %d orders accepted of %.0f offered; errors: %v", res.Sent, c.rate*15, res.Errors)
 			}
 			if res.Unfinished != 0 || res.Ended != res.Sent {
-				t.Errorf("%d of %d sagas did not end within 60s of the load", res.Unfinished, res.Sent)
+				t.Errorf("%d of %d sagas did not end within 60s of the load; the system's log:\n%s",
+					res.Unfinished, res.Sent, logTail(sys.out.String(), 150))
 			}
 			// Declined and out-of-stock orders cancel, the rest complete.
 			if res.Outcomes[bench.Cancelled] == 0 || res.Outcomes[bench.Completed] == 0 || res.Outcomes[bench.Failed] != 0 {
@@ -76,13 +61,27 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 			}
 		})
 	}
-	cancel()
+	if err := sys.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("the system stopped with %v", err)
+	case <-sys.exited:
+		if code := sys.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("the system exited %d; its log:\n%s", code, logTail(sys.out.String(), 100))
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the system did not stop within 30s")
+		t.Fatal("the system did not stop within 30s of SIGTERM")
 	}
+}
+
+// logTail is the last n lines of the system's log that are not about single
+// orders, for a failure message.
+func logTail(log string, n int) string {
+	var keep []string
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, "order placed") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep[max(0, len(keep)-n):], "\n")
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/stock"
 )
@@ -17,8 +18,8 @@ func init() {
 
 func stockFlags(fs *flag.FlagSet) participantSetup {
 	seed := fs.Bool("seed", false, "add the demo catalogue (products that exist keep their stock)")
-	return func(ctx context.Context, rdb *redis.Client, log *zap.Logger) (saga.CommandHandler, error) {
-		st, err := stock.NewStore(stock.Config{}, rdb, log)
+	return func(ctx context.Context, rdb *redis.Client, w wire.Windows, log *zap.Logger) (saga.CommandHandler, error) {
+		st, err := stock.NewStore(stock.Config{DedupTTL: w.DedupTTL}, rdb, log)
 		if err != nil {
 			return nil, err
 		}

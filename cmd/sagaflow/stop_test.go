@@ -57,37 +57,8 @@ const sigtermBound = 8 * time.Second
 // clients, and sends SIGTERM in the middle of it: the process exits 0 within
 // sigtermBound, every loop having stopped.
 func TestServicesExitPromptlyOnSIGTERMUnderLoad(t *testing.T) {
-	brokers := kafkatest.Brokers(t)
-	redisAddr := os.Getenv("SAGAFLOW_REDIS")
-	if redisAddr == "" || redisAddr == "embedded" {
-		redisAddr = "127.0.0.1:16379"
-	}
-	out := &syncBuffer{}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childArgs+"="+strings.Join([]string{"demo", "-kafka", brokers, "-redis", redisAddr,
-		"-addr", "127.0.0.1:0", "-log-level", "info", "-instance", fmt.Sprintf("sigterm-%d", time.Now().UnixNano())}, "\n"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-
-	urlRe := regexp.MustCompile(`open (http://\S+/)\n`)
-	var url string
-	kafkatest.WaitFor(t, 90*time.Second, "the services to be ready", func() bool {
-		if m := urlRe.FindStringSubmatch(out.String()); m != nil {
-			url = m[1]
-			return true
-		}
-		select {
-		case <-exited:
-			t.Fatalf("the process exited before it was ready:\n%s", out.String())
-		default:
-		}
-		return false
-	})
+	sys := startSystem(t, "sigterm")
+	url, out, cmd, exited := sys.url, sys.out, sys.cmd, sys.exited
 
 	var placed, stopLoad atomic.Int64
 	var wg sync.WaitGroup
@@ -140,4 +111,47 @@ func TestServicesExitPromptlyOnSIGTERMUnderLoad(t *testing.T) {
 	if strings.Contains(out.String(), "left behind") || strings.Contains(out.String(), "stop timeout") {
 		t.Errorf("a stop was cut short by its deadline; output:\n%s", out.String())
 	}
+}
+
+// system is `sagaflow demo` on the real Kafka and Redis, as a child process.
+type system struct {
+	url, brokers, redis string
+	out                 *syncBuffer
+	cmd                 *exec.Cmd
+	exited              chan struct{}
+}
+
+// startSystem starts the whole system (orders API, orchestrator, stock,
+// payment) as one real process on the real Kafka and Redis, logging at info
+// into its out buffer, and waits until its API answers. The test's cleanup
+// kills it if it still runs.
+func startSystem(t *testing.T, name string) *system {
+	t.Helper()
+	s := &system{brokers: kafkatest.Brokers(t), redis: os.Getenv("SAGAFLOW_REDIS"), out: &syncBuffer{}, exited: make(chan struct{})}
+	if s.redis == "" || s.redis == "embedded" {
+		s.redis = "127.0.0.1:16379"
+	}
+	s.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	s.cmd.Env = append(os.Environ(), childArgs+"="+strings.Join([]string{"demo", "-kafka", s.brokers, "-redis", s.redis,
+		"-addr", "127.0.0.1:0", "-log-level", "info", "-instance", fmt.Sprintf("%s-%d", name, time.Now().UnixNano())}, "\n"))
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() { _ = s.cmd.Process.Kill(); <-s.exited })
+	urlRe := regexp.MustCompile(`open (http://\S+/)\n`)
+	kafkatest.WaitFor(t, 90*time.Second, "the services to be ready", func() bool {
+		if m := urlRe.FindStringSubmatch(s.out.String()); m != nil {
+			s.url = m[1]
+			return true
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("the process exited before it was ready:\n%s", s.out.String())
+		default:
+		}
+		return false
+	})
+	return s
 }

@@ -38,17 +38,38 @@ type TopicSpec struct {
 }
 
 // SagaflowTopics returns the topics of docs/design.md with the given partition
-// count; saga.state is compacted because only the newest snapshot of each saga
-// matters for a restore.
+// count and the default command retention (DefaultCommandRetention).
 func SagaflowTopics(partitions int) []TopicSpec {
-	names := []string{TopicOrderEvents, TopicStockCommands, TopicStockReplies,
-		TopicPaymentCommands, TopicPaymentReplies, TopicSagaDeadLetter, TopicSagaControl}
-	specs := make([]TopicSpec, 0, len(names)+1)
+	return SagaflowTopicsRetaining(partitions, DefaultCommandRetention)
+}
+
+// DefaultCommandRetention is how long the command topics keep a command. The
+// participants' dedup records must outlive it (see docs/design.md, "Bounded
+// state"): a replay from any retained offset is then deduplicated.
+const DefaultCommandRetention = time.Hour
+
+// SagaflowTopicsRetaining is SagaflowTopics with the command topics keeping
+// their records for commandRetention.
+//
+// saga.state is compacted: only the newest snapshot of each saga matters for
+// a restore, and an ended saga's tombstone removes it altogether. Segments
+// roll every 10 minutes (the active segment is never compacted, so without
+// that a quiet topic would keep its history for a week), the cleaner starts
+// once 10% of the log is dirty, and tombstones stay an hour after
+// compaction, long enough for every reader to have seen them.
+func SagaflowTopicsRetaining(partitions int, commandRetention time.Duration) []TopicSpec {
+	names := []string{TopicOrderEvents, TopicStockReplies, TopicPaymentReplies, TopicSagaDeadLetter, TopicSagaControl}
+	specs := make([]TopicSpec, 0, len(names)+3)
 	for _, n := range names {
 		specs = append(specs, TopicSpec{Name: n, Partitions: partitions})
 	}
+	retain := map[string]string{"retention.ms": fmt.Sprint(commandRetention.Milliseconds())}
+	specs = append(specs,
+		TopicSpec{Name: TopicStockCommands, Partitions: partitions, Config: retain},
+		TopicSpec{Name: TopicPaymentCommands, Partitions: partitions, Config: retain})
 	return append(specs, TopicSpec{Name: TopicSagaState, Partitions: partitions,
-		Config: map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}})
+		Config: map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
+			"segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": "3600000"}})
 }
 
 // CreateTopics creates the topics that do not exist yet. An existing topic is
@@ -81,9 +102,30 @@ func CreateTopics(ctx context.Context, brokers string, topics []TopicSpec) error
 		return fmt.Errorf("kafkatx: create topics: %w", err)
 	}
 	var errs []error
-	for _, r := range res {
-		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
+	var existing []kafka.ConfigResource
+	for i, r := range res {
+		switch c := r.Error.Code(); {
+		case c == kafka.ErrTopicAlreadyExists && len(topics[i].Config) > 0:
+			// Settings are ours to keep true (retention, compaction); the
+			// partition count is not, see above.
+			cr := kafka.ConfigResource{Type: kafka.ResourceTopic, Name: r.Topic}
+			for k, v := range topics[i].Config {
+				cr.Config = append(cr.Config, kafka.ConfigEntry{Name: k, Value: v, IncrementalOperation: kafka.AlterConfigOpTypeSet})
+			}
+			existing = append(existing, cr)
+		case c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists:
 			errs = append(errs, fmt.Errorf("%s: %w", r.Topic, r.Error))
+		}
+	}
+	if len(existing) > 0 {
+		ares, err := ac.IncrementalAlterConfigs(ctx, existing)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("alter topic settings: %w", err))
+		}
+		for _, r := range ares {
+			if r.Error.Code() != kafka.ErrNoError {
+				errs = append(errs, fmt.Errorf("%s settings: %w", r.Name, r.Error))
+			}
 		}
 	}
 	if len(errs) > 0 {

@@ -183,7 +183,14 @@ func (p *Producer) Close() {
 // reader sees every partition, which is what a read model that rebuilds its
 // view from the log wants. fn runs on one goroutine, in order per partition.
 func Follow(ctx context.Context, brokers string, topics []string, fn func(Record)) error {
-	return follow(ctx, brokers, topics, false, nil, fn)
+	return follow(ctx, brokers, topics, false, nil, nil, fn)
+}
+
+// FollowSince is Follow, except that a topic named in since is read from
+// the first record at or after its time (Kafka's offsets for times) instead
+// of from the beginning.
+func FollowSince(ctx context.Context, brokers string, topics []string, since map[string]time.Time, fn func(Record)) error {
+	return follow(ctx, brokers, topics, false, since, nil, fn)
 }
 
 // Tail is Follow from the end: it skips what the topics hold already, calls
@@ -191,10 +198,10 @@ func Follow(ctx context.Context, brokers string, topics []string, fn func(Record
 // calls fn for every committed record that arrives, until ctx is done. For
 // watchers such as `sagaflow bench`, which care about what they caused.
 func Tail(ctx context.Context, brokers string, topics []string, ready func(), fn func(Record)) error {
-	return follow(ctx, brokers, topics, true, ready, fn)
+	return follow(ctx, brokers, topics, true, nil, ready, fn)
 }
 
-func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, ready func(), fn func(Record)) error {
+func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, since map[string]time.Time, ready func(), fn func(Record)) error {
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers":  brokers,
 		"group.id":           "_sagaflow.follower", // never joins: partitions are assigned by hand
@@ -223,6 +230,35 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 				off = kafka.Offset(high)
 			}
 			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p, Offset: off})
+		}
+	}
+	if len(since) > 0 {
+		var ask []kafka.TopicPartition
+		for _, tp := range assign {
+			if at, ok := since[*tp.Topic]; ok {
+				ask = append(ask, kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition, Offset: kafka.Offset(at.UnixMilli())})
+			}
+		}
+		found, err := c.OffsetsForTimes(ask, timeoutMs(ctx, 10_000))
+		if err != nil {
+			return fmt.Errorf("kafkatx: offsets for times: %w", err)
+		}
+		for _, f := range found {
+			for i := range assign {
+				if *assign[i].Topic == *f.Topic && assign[i].Partition == f.Partition && f.Error == nil {
+					assign[i].Offset = f.Offset
+					if f.Offset < 0 {
+						// Nothing that recent: start at the end as it is
+						// now (not OffsetEnd, looked up later, which
+						// could skip what comes in between).
+						_, high, err := c.QueryWatermarkOffsets(*f.Topic, f.Partition, timeoutMs(ctx, 10_000))
+						if err != nil {
+							return fmt.Errorf("kafkatx: end of %s[%d]: %w", *f.Topic, f.Partition, err)
+						}
+						assign[i].Offset = kafka.Offset(high)
+					}
+				}
+			}
 		}
 	}
 	if err := c.Assign(assign); err != nil {

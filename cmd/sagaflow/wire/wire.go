@@ -52,6 +52,15 @@ type Config struct {
 	TickInterval time.Duration
 	// RedisPrefix prefixes the orders service's idempotency keys.
 	RedisPrefix string
+	// Windows are the retention windows; zero takes DefaultWindows.
+	Windows Windows
+}
+
+func (c Config) windows() Windows {
+	if c.Windows == (Windows{}) {
+		return DefaultWindows()
+	}
+	return c.Windows
 }
 
 func (c Config) kafka(part, defaultGroup string) saga.Kafka {
@@ -84,6 +93,7 @@ func NewOrchestrator(cfg Config, log *zap.Logger) (*saga.Orchestrator, error) {
 		Starts:      orders.Starts(),
 		StartTopics: []string{t.Events}, ReplyTopics: []string{t.StockReplies, t.PaymentReplies},
 		ControlTopic: t.Control, StateTopic: t.State, TickInterval: cfg.TickInterval,
+		Retention: cfg.windows().SagaRetention,
 	}, log)
 }
 
@@ -122,8 +132,13 @@ type Stores struct {
 // and prefix:payment (the two must never share one: their per-order keys
 // would collide).
 func OpenStores(rdb *redis.Client, prefix string, log *zap.Logger) (Stores, error) {
-	var sc stock.Config
-	var pc payment.Config
+	return OpenStoresFor(rdb, prefix, DefaultWindows().DedupTTL, log)
+}
+
+// OpenStoresFor is OpenStores with the dedup records living dedupTTL.
+func OpenStoresFor(rdb *redis.Client, prefix string, dedupTTL time.Duration, log *zap.Logger) (Stores, error) {
+	sc := stock.Config{DedupTTL: dedupTTL}
+	pc := payment.Config{DedupTTL: dedupTTL}
 	if prefix != "" {
 		sc.Prefix, pc.Prefix = prefix+":stock", prefix+":payment"
 	}
@@ -177,11 +192,17 @@ func (o *Orders) Close() { o.producer.Close() }
 func NewOrders(cfg Config, oc orders.Config, rdb *redis.Client, st Stores, log *zap.Logger) (*Orders, error) {
 	t := cfg.Topics.withDefaults()
 	brokers := cfg.Kafka.Brokers
-	idem, err := idempotency.New(idempotency.Config{Prefix: cfg.RedisPrefix}, rdb, log)
+	w := cfg.windows()
+	idem, err := idempotency.New(idempotency.Config{Prefix: cfg.RedisPrefix, TTL: w.IdempotencyTTL}, rdb, log)
 	if err != nil {
 		return nil, err
 	}
-	rm, err := orders.NewReadModel(orders.ReadModelConfig{Brokers: brokers, StateTopic: t.State, EventsTopic: t.Events}, log)
+	prefix := "sagaflow:"
+	if cfg.RedisPrefix != "" {
+		prefix = cfg.RedisPrefix + ":"
+	}
+	rm, err := orders.NewReadModel(orders.ReadModelConfig{Brokers: brokers, StateTopic: t.State, EventsTopic: t.Events,
+		Memory: w.OrderMemory, Archive: orderArchive{rdb: rdb, prefix: prefix, ttl: w.OrderTTL}}, log)
 	if err != nil {
 		return nil, err
 	}
