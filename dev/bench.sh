@@ -12,7 +12,9 @@
 # BENCH_STOCK_FLAGS, BENCH_PAYMENT_FLAGS, BENCH_ORCHESTRATOR_FLAGS and
 # BENCH_ORDERS_FLAGS (for one service),
 # BENCH_PPROF=1 (the services serve pprof on :16060-16063 and a CPU profile
-# of each is taken during the 1,000/s run). Results: .cache/bench/.
+# of each is taken during the 1,000/s run), BENCH_MEMWATCH=1 (RSS of every
+# service and Redis's used_memory every 10 s into memory.csv). Results:
+# .cache/bench/.
 set -euo pipefail
 # shellcheck source=dev/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -67,6 +69,26 @@ done
 say "bench: warming up (one saga end to end)"
 "$BIN" bench -kafka "$K" -redis "$R" -url "http://$API/" -clients 1 -duration 1s -drain 90s \
 	-floor-samples 1 -quiet >/dev/null || die "no saga ended during the warm-up; see the logs in $OUT"
+
+# BENCH_MEMWATCH=1: sample every service's RSS and Redis's used_memory every
+# 10 s into $OUT/memory.csv while the runs go on (flat memory is the point of
+# the retention windows).
+if [[ ${BENCH_MEMWATCH:-0} == 1 ]]; then
+	(
+		echo "seconds,stock_kb,payment_kb,orchestrator_kb,orders_kb,redis_used_memory"
+		t0=$SECONDS
+		while sleep 10; do
+			row="$((SECONDS - t0))"
+			for p in "${pids[@]}"; do
+				row+=",$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0)"
+			done
+			row+=",$(redis-cli -u "redis://$R" info memory 2>/dev/null | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')"
+			echo "$row"
+		done
+	) >"$OUT/memory.csv" &
+	memwatch=$!
+	trap 'kill $memwatch 2>/dev/null; stop_services' EXIT
+fi
 
 bench() {
 	local name=$1

@@ -115,7 +115,7 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 // infra holds the flags every service shares.
 type infra struct {
 	kafka, redis, instance, logLevel *string
-	pprof                            *string
+	pprof, health                    *string
 	windowsOf                        func() (wire.Windows, error)
 	windows                          wire.Windows
 	partitions, lanes, maxBatch      *int
@@ -135,6 +135,7 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
 		lanes: fs.Int("lanes", 1, "transactional loops side by side in this instance, each with its own producer: "+
 			"more transactions in flight (useful up to the partition count; docs/performance.md)"),
+		health:      fs.String("health", "", "stock, payment, orchestrator: serve /healthz and /readyz on this address (e.g. 127.0.0.1:8081); empty: off"),
 		pprof:       fs.String("pprof", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); empty: off"),
 		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),
 		maxInterval: fs.Duration("max-interval", 50*time.Millisecond, "longest a record waits for its batch to close under continuous load"),

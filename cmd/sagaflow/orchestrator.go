@@ -29,6 +29,10 @@ func runOrchestrator(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	h := &health{assigned: func() int64 { return o.LoopStats().Assigned }}
+	if _, err := h.serve(ctx, *in.health, log); err != nil {
+		return err
+	}
 	log.Info("orchestrator running")
-	return o.Run(ctx)
+	return h.run(ctx, o.Run)
 }

@@ -59,8 +59,12 @@ func runParticipant(ctx context.Context, args []string, scope string, flags func
 	if err != nil {
 		return err
 	}
+	hl := &health{assigned: func() int64 { return p.Stats().Assigned }}
+	if _, err := hl.serve(ctx, *in.health, log); err != nil {
+		return err
+	}
 	log.Info("participant running")
-	return p.Run(ctx)
+	return hl.run(ctx, p.Run)
 }
 
 // participantCommand is the subcommand of the participant scope.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -123,6 +124,9 @@ type Loop struct {
 	// assignment; owned is the assignment, kept from the rebalance events.
 	protocol string
 	owned    map[TopicPartition]struct{}
+	// refenced holds when the producer was recreated after being fenced
+	// (see onFenced).
+	refenced []time.Time
 
 	stats struct {
 		committed, aborted, records, produced, poison, recreated, rewinds, assigned atomic.Int64
@@ -517,8 +521,7 @@ func (l *Loop) txnFailed(ctx context.Context, err error) error {
 	ke, _ := kafkaErr(err)
 	switch {
 	case fenced(err):
-		// A newer instance owns our transactional id (see ErrFenced).
-		l.stop = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
+		l.onFenced(ctx, err)
 	case ke.TxnRequiresAbort():
 		// The transaction cannot commit (a failed delivery, or our group
 		// generation is stale because the partitions moved): abort it; the
@@ -547,7 +550,7 @@ func (l *Loop) abort(ctx context.Context) {
 		return
 	}
 	if fenced(err) {
-		l.stop = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
+		l.onFenced(ctx, err)
 		return
 	}
 	l.log.Error("abort failed; recreating the producer", zap.Error(err))
@@ -679,6 +682,10 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			// duplicate if it did not.
 			l.log.Warn("partitions lost; dropping the in-flight batch", zap.Any("partitions", parts),
 				zap.Int("records", len(l.batch)))
+			if n := len(l.refenced); n > 0 && time.Since(l.refenced[n-1]) < refenceWindow {
+				l.stop = fmt.Errorf("%w (%s): fenced, then the group took our partitions: a newer instance has our place",
+					ErrFenced, l.cfg.TransactionalID)
+			}
 			l.giveBack(l.ctx, l.batch, false)
 			l.batch, l.polled = nil, nil
 		} else {
@@ -807,6 +814,42 @@ func (l *Loop) newProducer(ctx context.Context) error {
 		return fmt.Errorf("kafkatx: producer %s: %w", l.cfg.TransactionalID, err)
 	}
 	return nil
+}
+
+// A fenced producer is recreated at most maxRefence times per refenceWindow.
+const (
+	maxRefence    = 1
+	refenceWindow = time.Minute
+)
+
+// onFenced settles a producer the broker fenced. Fenced does not always mean
+// a newer instance took our transactional id: when a broker dies, the
+// transaction coordinator that moves with it aborts our open transaction
+// and bumps the producer epoch, and our producer is fenced with no one else
+// in sight. Kafka Streams treats this as "task migrated": rejoin, re-init,
+// go on. So while the group still gives us our partitions the producer is
+// recreated and the batch comes again; its records are redelivered, so
+// nothing is lost or doubled. A real zombie (the group moved its partitions
+// to a newer instance) learns so at its next poll (partitions lost), and
+// recreating is bounded: fenced again within refenceWindow, or losing the
+// partitions soon after, means a newer instance holds our place, and the
+// loop stops with ErrFenced. A pair of instances with one transactional id
+// thus costs the newer one at most one aborted transaction.
+func (l *Loop) onFenced(ctx context.Context, err error) {
+	now := time.Now()
+	l.refenced = slices.DeleteFunc(l.refenced, func(t time.Time) bool { return now.Sub(t) > refenceWindow })
+	if l.consumer == nil || l.consumer.AssignmentLost() || len(l.refenced) >= maxRefence {
+		l.stop = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
+		return
+	}
+	l.refenced = append(l.refenced, now)
+	l.log.Warn("producer fenced while the group still gives us our partitions (a coordinator moved?); recreating it",
+		zap.Error(err), zap.Int("recreations_in_window", len(l.refenced)))
+	l.closeProducer()
+	l.stats.recreated.Add(1)
+	if err := l.newProducer(ctx); err != nil {
+		l.stop = err
+	}
 }
 
 func (l *Loop) closeProducer() {

@@ -25,6 +25,20 @@ func MeasureFloor(ctx context.Context, brokers string, n int) (Quantiles, error)
 	if err := kafkatx.CreateTopics(ctx, brokers, []kafkatx.TopicSpec{{Name: floorIn, Partitions: 1}, {Name: floorOut, Partitions: 1}}); err != nil {
 		return Quantiles{}, err
 	}
+	// A topic just created may not be in every broker's metadata yet.
+	for _, t := range []string{floorIn, floorOut} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := kafkatx.Partitions(ctx, brokers, t)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return Quantiles{}, err
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	id := "sagaflow-bench-floor-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	loop, err := kafkatx.New(kafkatx.Config{Brokers: brokers, Group: id, Topics: []string{floorIn}, TransactionalID: id,
 		StopTimeout: 5 * time.Second},
@@ -46,8 +60,9 @@ func MeasureFloor(ctx context.Context, brokers string, n int) (Quantiles, error)
 	tctx, stopTail := context.WithCancel(ctx)
 	defer stopTail()
 	ready := make(chan struct{})
+	tailErr := make(chan error, 1)
 	go func() {
-		_ = kafkatx.Tail(tctx, brokers, []string{floorOut}, func() { close(ready) }, func(r kafkatx.Record) {
+		tailErr <- kafkatx.Tail(tctx, brokers, []string{floorOut}, func() { close(ready) }, func(r kafkatx.Record) {
 			// A new group copies what earlier runs left in the input too;
 			// waitFor skips those, so nothing may be dropped here.
 			select {
@@ -56,7 +71,13 @@ func MeasureFloor(ctx context.Context, brokers string, n int) (Quantiles, error)
 			}
 		})
 	}()
-	<-ready
+	select {
+	case <-ready:
+	case err := <-tailErr:
+		return Quantiles{}, fmt.Errorf("read %s: %w", floorOut, err)
+	case <-ctx.Done():
+		return Quantiles{}, ctx.Err()
+	}
 	p, err := kafkatx.NewProducer(brokers, nil)
 	if err != nil {
 		return Quantiles{}, err
