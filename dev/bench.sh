@@ -45,8 +45,9 @@ trap stop_services EXIT
 read -r -a extra <<<"${BENCH_SERVICE_FLAGS:-}"
 common=(-kafka "$K" -redis "$R" -log-level info "${extra[@]}")
 "$BIN" topics -kafka "$K" >/dev/null
-i=0
-for svc in stock payment orchestrator orders; do
+# start_service I SVC: start service SVC as the I-th process (pids[I]).
+start_service() {
+	local i=$1 svc=$2
 	own="BENCH_${svc^^}_FLAGS" # e.g. BENCH_ORCHESTRATOR_FLAGS="-lanes 4"
 	read -r -a ownflags <<<"${!own:-}"
 	args=("$svc" "${common[@]}" -instance "bench-$svc" "${ownflags[@]}")
@@ -54,9 +55,13 @@ for svc in stock payment orchestrator orders; do
 	# every order.
 	[[ $svc == orders ]] && args+=(-addr "$API" -log-level warn)
 	[[ ${BENCH_PPROF:-0} == 1 ]] && args+=(-pprof "127.0.0.1:$((16060 + i))")
-	"$BIN" "${args[@]}" >"$OUT/$svc.log" 2>&1 &
-	pids+=($!)
-	i=$((i + 1))
+	"$BIN" "${args[@]}" >>"$OUT/$svc.log" 2>&1 &
+	pids[i]=$!
+}
+services=(stock payment orchestrator orders)
+rm -f "$OUT"/{stock,payment,orchestrator,orders}.log
+for i in "${!services[@]}"; do
+	start_service "$i" "${services[$i]}"
 done
 say "bench: services started (logs in $OUT); waiting for the orders API"
 deadline=$((SECONDS + 90))
@@ -98,9 +103,33 @@ bench() {
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
 }
 
+# restart_orchestrator: BENCH_RESTART=1 SIGKILLs the orchestrator after the
+# runs, starts it again and times the first saga placed after the restart:
+# what a crash costs with everything the runs left in saga.state.
+restart_orchestrator() {
+	[[ ${BENCH_RESTART:-0} == 1 ]] || return 0
+	kill -KILL "${pids[2]}"
+	wait "${pids[2]}" 2>/dev/null || true
+	local t0=$EPOCHREALTIME id status=""
+	start_service 2 orchestrator
+	id=$(curl -fsS -X POST "http://$API/orders" -H 'Content-Type: application/json' \
+		-H "Idempotency-Key: restart-$EPOCHSECONDS-$RANDOM" \
+		-d '{"customer_id":"bench-c0","lines":[{"product_id":"bench-p0","quantity":1}]}' |
+		sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[[ -n $id ]] || die "restart: the order was not accepted"
+	while [[ $status != Completed ]] && (($(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{print int(b-a)}') < 120)); do
+		sleep 0.02
+		# The order's own status is the first one in its JSON (steps have theirs).
+		status=$(curl -fsS "http://$API/orders/$id" | grep -o '"status":"[A-Za-z]*"' | head -n 1 | cut -d'"' -f4)
+	done
+	say "== restart: orchestrator SIGKILLed and started again; order $id placed then is $status $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}') s after the restart" | tee "$OUT/restart.txt"
+	grep -h "restored sagas" "$OUT/orchestrator.log" | tail -1 | tee -a "$OUT/restart.txt"
+}
+
 if (($# > 0)); then
 	[[ $1 == -- ]] && shift
 	bench custom "$@"
+	restart_orchestrator
 	exit 0
 fi
 D=${BENCH_DURATION:-30s}
@@ -119,4 +148,5 @@ bench open -rate "${BENCH_RATE:-1000}" -duration "$D"
 # Saturation: more clients than the system can serve at once, so it runs
 # flat out with a bounded queue (an open loop past capacity only grows one).
 bench saturation -clients "${BENCH_SATURATE:-1000}" -duration "$D" -drain 60s || true
+restart_orchestrator
 say "bench: results in $OUT (*.txt, *.json, *.html)"

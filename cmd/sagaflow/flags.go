@@ -60,6 +60,6 @@ func windowFlags(fs *flag.FlagSet) func() (wire.Windows, error) {
 	fs.DurationVar(&w.OrderMemory, "order-memory", d.OrderMemory, "orders: how long an ended order stays in the read model's memory")
 	fs.DurationVar(&w.OrderTTL, "order-ttl", d.OrderTTL, "orders: how long an ended order is kept in Redis after it left memory; then GET answers 404")
 	fs.DurationVar(&w.CommandRetention, "command-retention", d.CommandRetention, "topics: how long stock.commands and payment.commands keep a command")
-	fs.DurationVar(&w.DedupTTL, "dedup-ttl", d.DedupTTL, "stock, payment: how long dedup, barrier and per-order records live; at least -command-retention + 10m, and longer than a Failed saga may wait for an operator")
+	fs.DurationVar(&w.DedupTTL, "dedup-ttl", d.DedupTTL, "stock, payment: how long dedup, barrier and per-order records live; at least -command-retention + 1m, and longer than a Failed saga may wait for an operator")
 	return func() (wire.Windows, error) { return *w, w.Validate() }
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -27,24 +26,6 @@ func TestMain(m *testing.M) {
 		os.Exit(run(strings.Split(a, "\n"), os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
-}
-
-// syncBuffer is a bytes.Buffer safe for the child's two pipes and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // sigtermBound is how soon a service must exit after SIGTERM. Each Kafka loop
@@ -116,7 +97,7 @@ func TestServicesExitPromptlyOnSIGTERMUnderLoad(t *testing.T) {
 // system is `sagaflow demo` on the real Kafka and Redis, as a child process.
 type system struct {
 	url, brokers, redis string
-	out                 *syncBuffer
+	out                 *kafkatest.Buffer
 	cmd                 *exec.Cmd
 	exited              chan struct{}
 }
@@ -127,7 +108,7 @@ type system struct {
 // kills it if it still runs.
 func startSystem(t *testing.T, name string) *system {
 	t.Helper()
-	s := &system{brokers: kafkatest.Brokers(t), redis: os.Getenv("SAGAFLOW_REDIS"), out: &syncBuffer{}, exited: make(chan struct{})}
+	s := &system{brokers: kafkatest.Brokers(t), redis: os.Getenv("SAGAFLOW_REDIS"), out: &kafkatest.Buffer{}, exited: make(chan struct{})}
 	if s.redis == "" || s.redis == "embedded" {
 		s.redis = "127.0.0.1:16379"
 	}

@@ -115,27 +115,16 @@ func testStopIsBoundedWhateverTheLoopDoes(t *testing.T, brokers string) {
 	cfg.StopTimeout = 2 * time.Second
 	// The abandoned loop goes on after the test (until the process ends),
 	// so it must not log to t: its log goes to a buffer the test reads.
-	logs := &lockedBuffer{}
+	logs := &kafkatest.Buffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
-	l, err := kafkatx.New(cfg, stuck, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
+	l, stop := runLoop(t, cfg, stuck, log)
 	select {
 	case <-entered:
 	case <-time.After(60 * time.Second):
 		t.Fatal("handler not called within 60s")
 	}
-	cancel()
 	start := time.Now()
-	select {
-	case err = <-done:
-	case <-time.After(cfg.StopTimeout + 5*time.Second):
-		t.Fatalf("Run did not return within %s of the stop", cfg.StopTimeout+5*time.Second)
-	}
+	err := stop()
 	took := time.Since(start)
 	if !errors.Is(err, kafkatx.ErrStopTimeout) {
 		t.Fatalf("Run = %v, want ErrStopTimeout", err)
@@ -156,30 +145,12 @@ func testStopIsBoundedWhateverTheLoopDoes(t *testing.T, brokers string) {
 	// hold a rebalance for max.poll.interval.ms. It committed nothing.)
 	succ := cfg
 	succ.Group = group + "-successor"
-	_, stop := runLoop(t, succ, copyHandler(out), zaptest.NewLogger(t).Named("successor"))
+	_, stopSucc := runLoop(t, succ, copyHandler(out), zaptest.NewLogger(t).Named("successor"))
 	kafkatest.WaitFor(t, 90*time.Second, "the successor to copy every record", func() bool {
 		return len(kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted)) >= len(want)
 	})
-	if err := stop(); err != nil {
+	if err := stopSucc(); err != nil {
 		t.Fatalf("successor: %v", err)
 	}
 	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
-}
-
-// lockedBuffer is a log sink safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -41,10 +41,12 @@ func DefaultWindows() Windows {
 		CommandRetention: kafkatx.DefaultCommandRetention, DedupTTL: 2 * time.Hour}
 }
 
-// DedupMargin is what DedupTTL must exceed CommandRetention by: clock skew
-// between the brokers and Redis, and the time between a command's append
-// and its first application.
-const DedupMargin = 10 * time.Minute
+// DedupMargin is what DedupTTL must exceed CommandRetention by. A command is
+// applied (and its record written) after it was appended, so a record that
+// lives the retention outlives the command; the margin covers clock skew
+// between the brokers, which expire by record timestamp, and Redis, and
+// Kafka deleting whole segments a little after their retention.
+const DedupMargin = time.Minute
 
 // ErrWindows is returned for windows that do not nest.
 var ErrWindows = errors.New("wire: retention windows do not nest")

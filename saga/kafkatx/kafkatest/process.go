@@ -22,9 +22,29 @@ import (
 //	}
 type Process struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
+	logs Buffer
 	done chan struct{}
+}
+
+// Buffer collects output from several goroutines (a child's two pipes, a
+// logger that outlives its test) and hands it out whole.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // StartProcess starts the test binary with env added to the environment; it
@@ -38,7 +58,7 @@ func StartProcess(t testing.TB, env map[string]string) *Process {
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start child process: %v", err)
 	}
@@ -50,19 +70,8 @@ func StartProcess(t testing.TB, env map[string]string) *Process {
 	return p
 }
 
-// Write collects the child's output.
-func (p *Process) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.Write(b)
-}
-
 // Log returns everything the child printed so far.
-func (p *Process) Log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
+func (p *Process) Log() string { return p.logs.String() }
 
 // Done is closed when the child has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
