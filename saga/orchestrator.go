@@ -353,47 +353,50 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	for _, p := range want {
 		loaded[p] = newPartition()
 	}
+	// Most of saga.state is snapshots that a later one of the same saga
+	// replaces, until compaction removes them. Only the last snapshot of a
+	// live saga is decoded: the others are kept as bytes until replaced,
+	// and ended sagas, told apart by the state header, not at all.
+	type pending struct {
+		p   int32
+		val []byte
+	}
+	live := map[string]pending{}
 	n := 0
+	forget := func(part *partition, id string) {
+		delete(live, id)
+		delete(part.sagas, id)
+		delete(part.timers, id)
+		if _, ok := part.ended[id]; ok {
+			delete(part.ended, id)
+			part.expiry = slices.DeleteFunc(part.expiry, func(e endedSaga) bool { return e.id == id })
+		}
+	}
 	err := kafkatx.ReadPartitions(ctx, o.cfg.Brokers, o.cfg.StateTopic, want, func(r kafkatx.Record) error {
-		if len(r.Value) == 0 {
-			// A tombstone: the saga was forgotten after its window.
-			part := loaded[r.Partition]
-			delete(part.sagas, string(r.Key))
-			delete(part.timers, string(r.Key))
-			if _, ok := part.ended[string(r.Key)]; ok {
-				delete(part.ended, string(r.Key))
-				part.expiry = slices.DeleteFunc(part.expiry, func(e endedSaga) bool { return e.id == string(r.Key) })
-			}
-			return nil
-		}
-		if st := State(r.Header(HeaderState)); (st == Completed || st == Cancelled) && len(r.Key) > 0 {
-			// Ended: only its id and end time are kept, and both are in
-			// the record; the snapshot itself (the whole history) need
-			// not be decoded. Most of saga.state is such snapshots.
-			loaded[r.Partition].remember(string(r.Key), r.Timestamp)
-			n++
-			return nil
-		}
-		var in Instance
-		if err := json.Unmarshal(r.Value, &in); err != nil || in.ID == "" {
-			// Only this code writes snapshots; an unreadable one is a bug to
-			// report, and the next snapshot of that saga replaces it.
-			o.log.Error("unreadable snapshot", zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
-			return nil
-		}
-		part := loaded[r.Partition]
-		if done(&in) {
-			// Its window may have passed already; then the next tick
-			// tombstones it.
-			part.remember(in.ID, endedAt(&in))
-		} else {
-			part.put(&in)
-		}
 		n++
+		part, id := loaded[r.Partition], string(r.Key)
+		switch st := State(r.Header(HeaderState)); {
+		case len(r.Value) == 0:
+			// A tombstone: the saga was forgotten after its window.
+			forget(part, id)
+		case st == "" || id == "":
+			// Written before snapshots carried their state: decode it now.
+			o.restoreSnapshot(part, r)
+		case st == Completed || st == Cancelled:
+			// Ended: only its id and end time are kept, and both are in
+			// the record.
+			delete(live, id)
+			part.remember(id, r.Timestamp)
+		default:
+			live[id] = pending{r.Partition, r.Value}
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("saga: restore %s %v: %w", o.cfg.StateTopic, want, err)
+	}
+	for _, l := range live {
+		o.restoreSnapshot(loaded[l.p], kafkatx.Record{Partition: l.p, Value: l.val})
 	}
 	o.mu.Lock()
 	for p, part := range loaded {
@@ -403,6 +406,24 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	o.restored.Add(int64(n))
 	o.log.Info("restored sagas", zap.Int32s("partitions", want), zap.Int("snapshots", n))
 	return nil
+}
+
+// restoreSnapshot decodes one snapshot into part.
+func (o *Orchestrator) restoreSnapshot(part *partition, r kafkatx.Record) {
+	var in Instance
+	if err := json.Unmarshal(r.Value, &in); err != nil || in.ID == "" {
+		// Only this code writes snapshots; an unreadable one is a bug to
+		// report, and the next snapshot of that saga replaces it.
+		o.log.Error("unreadable snapshot", zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
+		return
+	}
+	if done(&in) {
+		// Its window may have passed already; then the next tick
+		// tombstones it.
+		part.remember(in.ID, endedAt(&in))
+		return
+	}
+	part.put(&in)
 }
 
 func containsPart(ps []int32, p int32) bool {

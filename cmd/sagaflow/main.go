@@ -119,6 +119,7 @@ type infra struct {
 	windowsOf                        func() (wire.Windows, error)
 	windows                          wire.Windows
 	partitions, lanes, maxBatch      *int
+	static                           *bool
 	maxInterval                      *time.Duration
 }
 
@@ -135,8 +136,10 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
 		lanes: fs.Int("lanes", 1, "transactional loops side by side in this instance, each with its own producer: "+
 			"more transactions in flight (useful up to the partition count; docs/performance.md)"),
-		health:      fs.String("health", "", "stock, payment, orchestrator: serve /healthz and /readyz on this address (e.g. 127.0.0.1:8081); empty: off"),
-		pprof:       fs.String("pprof", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); empty: off"),
+		health: fs.String("health", "", "stock, payment, orchestrator: serve /healthz and /readyz on this address (e.g. 127.0.0.1:8081); empty: off"),
+		pprof:  fs.String("pprof", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); empty: off"),
+		static: fs.Bool("static-membership", false, "join the group as a static member (group.instance.id = -instance): a restarted instance takes its partitions back "+
+			"without waiting for the session timeout or a rebalance; a stopped one holds them until the timeout"),
 		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),
 		maxInterval: fs.Duration("max-interval", 50*time.Millisecond, "longest a record waits for its batch to close under continuous load"),
 	}
@@ -176,7 +179,7 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 
 // sagaKafka is this instance on --kafka.
 func (in *infra) sagaKafka() saga.Kafka {
-	return saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance,
+	return saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
 		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval}
 }
 
