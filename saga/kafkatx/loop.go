@@ -440,8 +440,10 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	offsets := commitOffsets(batch)
 	sendAt := time.Now()
 	defer func() {
-		l.stats.offsetsTime.Add(int64(commitAt.Sub(sendAt)))
-		l.stats.commitTime.Add(int64(time.Since(commitAt)))
+		if !commitAt.IsZero() { // sending the offsets failed: nothing to time
+			l.stats.offsetsTime.Add(int64(commitAt.Sub(sendAt)))
+			l.stats.commitTime.Add(int64(time.Since(commitAt)))
+		}
 	}()
 	if err := l.retry(ctx, "send offsets", func(ctx context.Context) error {
 		md, err := l.consumer.GetConsumerGroupMetadata()
