@@ -38,6 +38,10 @@ func runInspect(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	sagas := map[string]*saga.Instance{}
 	err := readTopic(ctx, *in.kafka, kafkatx.TopicSagaState, func(r kafkatx.Record) error {
+		if len(r.Value) == 0 {
+			delete(sagas, string(r.Key)) // forgotten after its retention window
+			return nil
+		}
 		var s saga.Instance
 		if json.Unmarshal(r.Value, &s) == nil && s.ID != "" {
 			sagas[s.ID] = &s
