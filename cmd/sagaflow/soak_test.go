@@ -48,8 +48,12 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 			}
 			t.Logf("%.0f/s offered: %d sent, %d ended (%v), p50 %s p99 %s max %s",
 				c.rate, res.Sent, res.Ended, res.Outcomes, res.Latency.P50, res.Latency.P99, res.Latency.Max)
-			if res.Sent < int64(c.rate*15*0.9) {
-				t.Errorf("only %d orders accepted of %.0f offered; errors: %v", res.Sent, c.rate*15, res.Errors)
+			// How many the generator got out depends on the machine (a
+			// loaded one falls behind the rate); that is for `make bench`
+			// to measure. What must hold: none refused, and enough sent to
+			// mean something.
+			if res.Refused != 0 || res.Sent < 50 {
+				t.Errorf("%d orders accepted, %d refused; errors: %v", res.Sent, res.Refused, res.Errors)
 			}
 			if res.Unfinished != 0 || res.Ended != res.Sent {
 				t.Errorf("%d of %d sagas did not end within 60s of the load; the system's log:\n%s",
