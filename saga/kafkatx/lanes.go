@@ -92,9 +92,9 @@ func (ls *Lanes) Stats() Stats {
 		s.ProducerRecreated += t.ProducerRecreated
 		s.Rewinds += t.Rewinds
 		s.Assigned += t.Assigned
+		s.Arrival += t.Arrival
+		s.Queued += t.Queued
+		s.TxnTime += t.TxnTime
 	}
 	return s
 }
-
-// Len is the number of lanes.
-func (ls *Lanes) Len() int { return len(ls.loops) }
