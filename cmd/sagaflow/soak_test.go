@@ -20,7 +20,10 @@ import (
 // rates is what would catch such a stall again. The figures it logs are not
 // asserted: speed is measured by `make bench`, not by tests.
 func TestSoakNoSagaLeftBehind(t *testing.T) {
-	sys := startSystem(t, "soak")
+	// Saga timings far above what a loaded machine (-race, a CPU hog) makes
+	// of a hop: the demo's short ones would time steps out and compensate,
+	// which is right under overload but not what this test is about.
+	sys := startSystem(t, "soak", "-step-timeout", "60s", "-deadline", "5m")
 	brokers, url := sys.brokers, sys.url
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: sys.redis})
@@ -52,8 +55,15 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 			// loaded one falls behind the rate); that is for `make bench`
 			// to measure. What must hold: none refused, and enough sent to
 			// mean something.
-			if res.Refused != 0 || res.Sent < 50 {
-				t.Errorf("%d orders accepted, %d refused; errors: %v", res.Sent, res.Refused, res.Errors)
+			// A loaded machine may shed some with 503 (the API's load
+			// shedding); any other refusal is a bug.
+			for _, e := range res.Errors {
+				if !strings.Contains(e, "503 Service Unavailable") {
+					t.Errorf("refused other than by shedding: %s", e)
+				}
+			}
+			if res.Sent < 50 {
+				t.Errorf("only %d orders accepted; errors: %v", res.Sent, res.Errors)
 			}
 			if res.Unfinished != 0 || res.Ended != res.Sent {
 				t.Errorf("%d of %d sagas did not end within 60s of the load; the system's log:\n%s",

@@ -106,15 +106,15 @@ type system struct {
 // payment) as one real process on the real Kafka and Redis, logging at info
 // into its out buffer, and waits until its API answers. The test's cleanup
 // kills it if it still runs.
-func startSystem(t *testing.T, name string) *system {
+func startSystem(t *testing.T, name string, extra ...string) *system {
 	t.Helper()
 	s := &system{brokers: kafkatest.Brokers(t), redis: os.Getenv("SAGAFLOW_REDIS"), out: &kafkatest.Buffer{}, exited: make(chan struct{})}
 	if s.redis == "" || s.redis == "embedded" {
 		s.redis = "127.0.0.1:16379"
 	}
 	s.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	s.cmd.Env = append(os.Environ(), childArgs+"="+strings.Join([]string{"demo", "-kafka", s.brokers, "-redis", s.redis,
-		"-addr", "127.0.0.1:0", "-log-level", "info", "-instance", fmt.Sprintf("%s-%d", name, time.Now().UnixNano())}, "\n"))
+	s.cmd.Env = append(os.Environ(), childArgs+"="+strings.Join(append([]string{"demo", "-kafka", s.brokers, "-redis", s.redis,
+		"-addr", "127.0.0.1:0", "-log-level", "info", "-instance", fmt.Sprintf("%s-%d", name, time.Now().UnixNano())}, extra...), "\n"))
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
