@@ -56,6 +56,10 @@ type Config struct {
 	// payment record with them. Zero means idempotency.DefaultTTL; it must
 	// outlive Kafka's retention of the commands.
 	DedupTTL time.Duration
+	// UnsafeForgetCharges is for the chaos suite's own test and nothing
+	// else: every charge first deletes its barrier record, so a command
+	// delivered twice charges twice. It plants the bug the suite must find.
+	UnsafeForgetCharges bool
 }
 
 func (c Config) withDefaults() Config {
@@ -298,7 +302,14 @@ func (s *Store) Charge(ctx context.Context, orderID, customerID string, amountCe
 	if amountCents < 1 || amountCents > MaxCents {
 		return Result{}, fmt.Errorf("%w: amount %d cents: want 1 to %d", ErrInvalidOrder, amountCents, int64(MaxCents))
 	}
-	r, err := s.barrier.Action(ctx, idempotency.Ref{SagaID: orderID, Step: StepCharge},
+	ref := idempotency.Ref{SagaID: orderID, Step: StepCharge}
+	if s.cfg.UnsafeForgetCharges {
+		action, _ := s.barrier.Keys(ref)
+		if err := s.rdb.Del(ctx, action).Err(); err != nil {
+			return Result{}, fmt.Errorf("%w: %w", idempotency.ErrUnavailable, err)
+		}
+	}
+	r, err := s.barrier.Action(ctx, ref,
 		[]string{s.customerKey(customerID), s.orderKey(orderID)},
 		strconv.FormatInt(amountCents, 10), customerID, s.cfg.DedupTTL.Milliseconds())
 	if err != nil {

@@ -106,7 +106,7 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	for _, s := range in.windows.Topics(*in.partitions) {
+	for _, s := range in.wire().Topics.Specs(*in.partitions, in.windows) {
 		fmt.Fprintf(stdout, "topic %s ready (%d partitions requested)\n", s.Name, s.Partitions)
 	}
 	return nil
@@ -115,6 +115,7 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 // infra holds the flags every service shares.
 type infra struct {
 	kafka, redis, instance, logLevel *string
+	namespace                        *string
 	pprof, health                    *string
 	windowsOf                        func() (wire.Windows, error)
 	windows                          wire.Windows
@@ -133,6 +134,8 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		redis:      fs.String("redis", env("SAGAFLOW_REDIS", "127.0.0.1:16379"), "Redis address (env SAGAFLOW_REDIS)"),
 		instance:   fs.String("instance", env("SAGAFLOW_INSTANCE", host), "this instance's stable name: its transactional id; unique among running instances of one service (env SAGAFLOW_INSTANCE)"),
 		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
+		namespace: fs.String("namespace", env("SAGAFLOW_NAMESPACE", ""), "prefix of every topic (NS.orders.events, ...) and consumer group: "+
+			"systems with different namespaces share one Kafka without meeting (env SAGAFLOW_NAMESPACE); empty: the plain names"),
 		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
 		lanes: fs.Int("lanes", 1, "transactional loops side by side in this instance, each with its own producer: "+
 			"more transactions in flight (useful up to the partition count; docs/performance.md)"),
@@ -177,10 +180,14 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 	return log.With(zap.String("service", service), zap.String("instance", *in.instance)), nil
 }
 
-// sagaKafka is this instance on --kafka.
-func (in *infra) sagaKafka() saga.Kafka {
-	return saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
+// wire is this instance's system: --kafka, its namespace and windows.
+func (in *infra) wire() wire.Config {
+	k := saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
 		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval}
+	if *in.namespace != "" {
+		k.Group = *in.namespace // each part's group is NS-part
+	}
+	return wire.Config{Kafka: k, Topics: wire.Namespaced(*in.namespace), Windows: in.windows}
 }
 
 // logger returns a console logger at the flag's level.
@@ -201,7 +208,7 @@ func (in *infra) logger() (*zap.Logger, error) {
 func (in *infra) ensureTopics(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	return kafkatx.CreateTopics(ctx, *in.kafka, in.windows.Topics(*in.partitions))
+	return kafkatx.CreateTopics(ctx, *in.kafka, in.wire().Topics.Specs(*in.partitions, in.windows))
 }
 
 // redisClient connects to --redis (host:port or a redis:// URL) and checks

@@ -25,7 +25,7 @@ func runOrchestrator(ctx context.Context, args []string, _ io.Writer) error {
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	o, err := wire.NewOrchestrator(wire.Config{Kafka: in.sagaKafka(), Saga: timings(), Windows: in.windows}, log)
+	o, err := wire.NewOrchestrator(withTimings(in.wire(), timings()), log)
 	if err != nil {
 		return err
 	}
@@ -35,4 +35,9 @@ func runOrchestrator(ctx context.Context, args []string, _ io.Writer) error {
 	}
 	log.Info("orchestrator running")
 	return h.run(ctx, o.Run)
+}
+
+func withTimings(c wire.Config, s orders.SagaConfig) wire.Config {
+	c.Saga = s
+	return c
 }

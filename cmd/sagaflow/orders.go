@@ -46,7 +46,7 @@ func runOrders(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return serveOrders(ctx, ordersServer{
-		addr: *hf.addr, wire: wire.Config{Kafka: in.sagaKafka(), Windows: in.windows}, cfg: hf.config(),
+		addr: *hf.addr, wire: in.wire(), cfg: hf.config(),
 		rdb: rdb, stores: stores, log: log,
 		listening: func(url string) { fmt.Fprintf(stdout, "orders API listening on %s\n", url) },
 	})

@@ -50,7 +50,7 @@ func runParticipant(ctx context.Context, args []string, scope string, flags func
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	p, err := wire.NewParticipant(wire.Config{Kafka: in.sagaKafka(), Windows: in.windows}, wire.Participant{
+	p, err := wire.NewParticipant(in.wire(), wire.Participant{
 		Scope: scope, Handler: h,
 		// Scoped: "participant/after-apply" crashes every participant of
 		// the process, "stock/after-apply" only this one.

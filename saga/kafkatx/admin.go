@@ -252,22 +252,44 @@ func timeoutMs(ctx context.Context, def int) int {
 
 // Partitions returns the partition numbers of topic.
 func Partitions(ctx context.Context, brokers, topic string) ([]int32, error) {
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	tm, err := topicMetadata(ctx, brokers, topic)
 	if err != nil {
-		return nil, fmt.Errorf("kafkatx: admin client: %w", err)
-	}
-	defer ac.Close()
-	md, err := ac.GetMetadata(&topic, false, timeoutMs(ctx, defaultAdminTimeoutMs))
-	if err != nil {
-		return nil, fmt.Errorf("kafkatx: metadata of %s: %w", topic, err)
-	}
-	tm, ok := md.Topics[topic]
-	if !ok || tm.Error.Code() != kafka.ErrNoError {
-		return nil, fmt.Errorf("kafkatx: topic %s: %v (create the topics first: sagaflow topics)", topic, tm.Error)
+		return nil, err
 	}
 	out := make([]int32, 0, len(tm.Partitions))
 	for _, p := range tm.Partitions {
 		out = append(out, p.ID)
 	}
 	return out, nil
+}
+
+// Leader returns the broker id of the leader of one partition of topic.
+func Leader(ctx context.Context, brokers, topic string, partition int32) (int32, error) {
+	tm, err := topicMetadata(ctx, brokers, topic)
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range tm.Partitions {
+		if p.ID == partition {
+			return p.Leader, nil
+		}
+	}
+	return 0, fmt.Errorf("kafkatx: topic %s has no partition %d", topic, partition)
+}
+
+func topicMetadata(ctx context.Context, brokers, topic string) (kafka.TopicMetadata, error) {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	if err != nil {
+		return kafka.TopicMetadata{}, fmt.Errorf("kafkatx: admin client: %w", err)
+	}
+	defer ac.Close()
+	md, err := ac.GetMetadata(&topic, false, timeoutMs(ctx, defaultAdminTimeoutMs))
+	if err != nil {
+		return kafka.TopicMetadata{}, fmt.Errorf("kafkatx: metadata of %s: %w", topic, err)
+	}
+	tm, ok := md.Topics[topic]
+	if !ok || tm.Error.Code() != kafka.ErrNoError {
+		return kafka.TopicMetadata{}, fmt.Errorf("kafkatx: topic %s: %v (create the topics first: sagaflow topics)", topic, tm.Error)
+	}
+	return tm, nil
 }

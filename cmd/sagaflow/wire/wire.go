@@ -21,6 +21,42 @@ import (
 type Topics struct {
 	Events, State, Control                                       string
 	StockCommands, StockReplies, PaymentCommands, PaymentReplies string
+	DeadLetter                                                   string
+}
+
+// Namespaced is the default topics with ns and a dot in front of each name,
+// so several systems can share one Kafka without meeting (the chaos suite
+// runs its own system this way). An empty ns is the defaults.
+func Namespaced(ns string) Topics {
+	t := Topics{}.withDefaults()
+	if ns == "" {
+		return t
+	}
+	for _, s := range t.names() {
+		*s = ns + "." + *s
+	}
+	return t
+}
+
+func (t *Topics) names() []*string {
+	return []*string{&t.Events, &t.State, &t.Control, &t.StockCommands, &t.StockReplies,
+		&t.PaymentCommands, &t.PaymentReplies, &t.DeadLetter}
+}
+
+// Specs is what CreateTopics needs for t: the settings of docs/design.md
+// (kafkatx.SagaflowTopicsRetaining) under t's names.
+func (t Topics) Specs(partitions int, w Windows) []kafkatx.TopicSpec {
+	t = t.withDefaults()
+	rename := map[string]string{}
+	def := Topics{}.withDefaults()
+	for i, s := range def.names() {
+		rename[*s] = *t.names()[i]
+	}
+	specs := w.Topics(partitions)
+	for i := range specs {
+		specs[i].Name = rename[specs[i].Name]
+	}
+	return specs
 }
 
 func (t Topics) withDefaults() Topics {
@@ -36,6 +72,7 @@ func (t Topics) withDefaults() Topics {
 	def(&t.StockReplies, kafkatx.TopicStockReplies)
 	def(&t.PaymentCommands, kafkatx.TopicPaymentCommands)
 	def(&t.PaymentReplies, kafkatx.TopicPaymentReplies)
+	def(&t.DeadLetter, kafkatx.TopicSagaDeadLetter)
 	return t
 }
 
@@ -65,6 +102,9 @@ func (c Config) windows() Windows {
 
 func (c Config) kafka(part, defaultGroup string) saga.Kafka {
 	k := c.Kafka
+	if k.DeadLetterTopic == "" {
+		k.DeadLetterTopic = c.Topics.withDefaults().DeadLetter
+	}
 	if k.Group == "" {
 		k.Group = defaultGroup
 	} else {

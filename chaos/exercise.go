@@ -1,0 +1,255 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sagaflow/sagaflow/payment"
+	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+	"github.com/sagaflow/sagaflow/stock"
+)
+
+// exercise runs traffic and faults, heals, drains, checks and reports.
+func (r *run) exercise(ctx context.Context) (*Report, error) {
+	cfg := r.cfg
+	r.traffic = newTraffic(r.ordersURL, cfg.Seed, r.id)
+	inj, err := newInjector(r)
+	if err != nil {
+		return nil, err
+	}
+	defer inj.producer.Close()
+	r.injector = inj
+
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	var follow sync.WaitGroup
+	follow.Add(2)
+	go func() {
+		defer follow.Done()
+		_ = kafkatx.Follow(fctx, cfg.Brokers, []string{r.topics.Events}, r.traffic.onEvent)
+	}()
+	go func() {
+		defer follow.Done()
+		_ = kafkatx.Follow(fctx, cfg.Brokers, []string{r.topics.StockCommands, r.topics.PaymentCommands,
+			r.topics.StockReplies, r.topics.PaymentReplies}, inj.keep)
+	}()
+	defer follow.Wait()
+
+	r.say("run %s, seed %d: logs in %s", r.ns, cfg.Seed, r.dir)
+	if err := r.ready(ctx); err != nil {
+		return nil, err
+	}
+	kinds := cfg.Kinds
+	if cfg.Kafka.Nodes == 0 {
+		kinds = without(kinds, KillBroker, PauseBroker)
+	}
+	plan := Plan{Seed: cfg.Seed, Duration: cfg.Duration, Every: cfg.Every, Kinds: kinds,
+		Processes: r.processNames(), KafkaNodes: cfg.Kafka.Nodes, SessionTimeout: sessionTimeout}
+	schedule := Schedule(plan)
+	r.say("%d faults scheduled over %s (seed %d):", len(schedule), cfg.Duration, cfg.Seed)
+	for _, f := range schedule {
+		r.say("  %s", f)
+	}
+
+	r.start = time.Now()
+	lctx, stopLoad := context.WithTimeout(ctx, cfg.Duration)
+	defer stopLoad()
+	var load sync.WaitGroup
+	load.Add(2)
+	go func() { defer load.Done(); r.traffic.run(lctx, cfg.Rate, cfg.Clients) }()
+	go func() { defer load.Done(); inj.play(lctx, r.start, schedule) }()
+	progress := make(chan struct{})
+	go r.progress(progress)
+	<-lctx.Done()
+	r.say("load over; healing")
+	load.Wait()
+	r.healAll(ctx)
+	healed := time.Now()
+
+	// Drain: every accepted order must end within cfg.Drain of the heal.
+	for time.Since(healed) < cfg.Drain && ctx.Err() == nil && r.traffic.unfinished() > 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	drained := time.Since(healed)
+	close(progress)
+	r.say("drained in %s; %d orders unfinished; checking", drained.Round(time.Millisecond), r.traffic.unfinished())
+
+	f, err := r.gather(ctx, healed)
+	if err != nil {
+		return nil, err
+	}
+	vs := append(validate(f), r.traffic.violations...)
+	vs = append(vs, r.stopAll()...)
+	return r.report(f, schedule, inj.injected(), vs, healed, drained), nil
+}
+
+func without(ks []Kind, drop ...Kind) []Kind {
+	var out []Kind
+	for _, k := range ks {
+		keep := true
+		for _, d := range drop {
+			keep = keep && k != d
+		}
+		if keep {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (r *run) processNames() map[string][]string {
+	m := map[string][]string{}
+	for name, p := range r.procs {
+		m[p.service] = append(m[p.service], name)
+	}
+	for _, ns := range m {
+		sort.Strings(ns)
+	}
+	return m
+}
+
+// healAll makes sure nothing is left broken: every process running (not
+// stopped), the proxy clear, Redis up, every Kafka node started.
+func (r *run) healAll(ctx context.Context) {
+	r.proxy.Heal()
+	for _, p := range r.procs {
+		p.signal(syscall.SIGCONT, 0)
+	}
+	for n := 1; n <= r.cfg.Kafka.Nodes; n++ {
+		_ = r.cfg.Kafka.run(ctx, "resume", n)
+		if err := r.cfg.Kafka.run(ctx, "start", n); err != nil {
+			r.say("heal: %v", err)
+		}
+	}
+	select {
+	case <-r.redis.exited:
+		if err := r.redis.start(ctx); err != nil {
+			r.say("heal: %v", err)
+		}
+	default:
+	}
+}
+
+// stopAll SIGTERMs every process; one that does not exit within 15s is a
+// violation (every process stops cleanly and promptly).
+func (r *run) stopAll() []Violation {
+	var mu sync.Mutex
+	var vs []Violation
+	var wg sync.WaitGroup
+	for name, p := range r.procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			if !p.stop(15 * time.Second) {
+				mu.Lock()
+				vs = append(vs, Violation{Kind: "stop-not-prompt", Detail: fmt.Sprintf("%s did not exit within 15s of SIGTERM", name)})
+				mu.Unlock()
+			} else {
+				r.say("%s stopped in %s", name, time.Since(start).Round(time.Millisecond))
+			}
+		}()
+	}
+	wg.Wait()
+	return vs
+}
+
+// progress prints a line every 5 seconds until done.
+func (r *run) progress(done <-chan struct{}) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		os := r.traffic.snapshot()
+		var acc, ended int
+		for _, o := range os {
+			if o.ID != "" {
+				acc++
+			}
+			if o.Outcome != "" {
+				ended++
+			}
+		}
+		r.say("%5.0fs  orders %d accepted %d ended %d running %d  faults done %d",
+			time.Since(r.start).Seconds(), len(os), acc, ended, acc-ended, len(r.injector.injected()))
+	}
+}
+
+// gather reads the facts for the checks from outside the system.
+func (r *run) gather(ctx context.Context, healed time.Time) (facts, error) {
+	f := facts{Orders: r.traffic.snapshot(), Snapshots: map[string][]*saga.Instance{}, DeadLettered: map[string]bool{},
+		HealedAt: healed, DrainBound: r.cfg.Drain}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	read := func(topic string, fn func(kafkatx.Record)) error {
+		parts, err := kafkatx.Partitions(ctx, r.cfg.Brokers, topic)
+		if err != nil {
+			return err
+		}
+		return kafkatx.ReadPartitions(ctx, r.cfg.Brokers, topic, parts, func(rec kafkatx.Record) error { fn(rec); return nil })
+	}
+	err := read(r.topics.State, func(rec kafkatx.Record) {
+		var s saga.Instance
+		if len(rec.Value) > 0 && json.Unmarshal(rec.Value, &s) == nil && s.ID != "" {
+			f.Snapshots[s.ID] = append(f.Snapshots[s.ID], &s)
+		}
+	})
+	if err != nil {
+		return f, fmt.Errorf("chaos: read %s: %w", r.topics.State, err)
+	}
+	for _, t := range []string{r.topics.StockCommands, r.topics.PaymentCommands} {
+		err := read(t, func(rec kafkatx.Record) {
+			if rec.Header(HeaderDuplicate) != nil || rec.Header(HeaderPoison) != nil {
+				return
+			}
+			env, derr := saga.Decode(rec)
+			if derr != nil {
+				return
+			}
+			f.Commands = append(f.Commands, command{Saga: env.SagaID, Step: env.Step, Phase: env.Phase, Attempt: env.Attempt})
+		})
+		if err != nil {
+			return f, fmt.Errorf("chaos: read %s: %w", t, err)
+		}
+	}
+	if err := read(r.topics.DeadLetter, func(rec kafkatx.Record) {
+		if id := rec.Header(HeaderPoison); id != nil {
+			f.DeadLettered[string(id)] = true
+		}
+	}); err != nil {
+		return f, fmt.Errorf("chaos: read %s: %w", r.topics.DeadLetter, err)
+	}
+	r.injector.mu.Lock()
+	f.Poisoned = append([]string(nil), r.injector.poisoned...)
+	r.injector.mu.Unlock()
+
+	rdb := redis.NewClient(&redis.Options{Addr: r.redis.addr()})
+	defer rdb.Close()
+	st, err := stock.NewStore(stock.Config{}, rdb, nil)
+	if err != nil {
+		return f, err
+	}
+	pay, err := payment.NewStore(payment.Config{}, rdb, nil)
+	if err != nil {
+		return f, err
+	}
+	if f.Products, err = st.Products(ctx); err != nil {
+		return f, fmt.Errorf("chaos: read stock: %w", err)
+	}
+	if f.Customers, err = pay.Customers(ctx); err != nil {
+		return f, fmt.Errorf("chaos: read accounts: %w", err)
+	}
+	return f, nil
+}
