@@ -136,7 +136,7 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
 		namespace: fs.String("namespace", env("SAGAFLOW_NAMESPACE", ""), "prefix of every topic (NS.orders.events, ...) and consumer group: "+
 			"systems with different namespaces share one Kafka without meeting (env SAGAFLOW_NAMESPACE); empty: the plain names"),
-		logLevel:   fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
+		logLevel: fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),
 		lanes: fs.Int("lanes", 1, "transactional loops side by side in this instance, each with its own producer: "+
 			"more transactions in flight (useful up to the partition count; docs/performance.md)"),
 		health: fs.String("health", "", "stock, payment, orchestrator: serve /healthz and /readyz on this address (e.g. 127.0.0.1:8081); empty: off"),
