@@ -127,7 +127,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := r.setUp(ctx); err != nil {
 		return nil, err
 	}
-	return r.exercise(ctx)
+	rep, err := r.exercise(ctx)
+	if err == nil && rep.OK() {
+		// A passed run leaves nothing on the broker; a failed one keeps its
+		// topics for inspection (sagaflow inspect -namespace).
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		specs := r.topics.Specs(r.cfg.Partitions, windows())
+		names := make([]string, len(specs))
+		for i, s := range specs {
+			names[i] = s.Name
+		}
+		if derr := kafkatx.DeleteTopics(dctx, r.cfg.Brokers, names); derr != nil {
+			r.say("could not delete the run's topics: %v", derr)
+		}
+	}
+	return rep, err
 }
 
 func (r *run) say(format string, args ...any) {

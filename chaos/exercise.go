@@ -29,8 +29,8 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	r.injector = inj
 
 	fctx, stopFollow := context.WithCancel(ctx)
-	defer stopFollow()
 	var follow sync.WaitGroup
+	defer func() { stopFollow(); follow.Wait() }()
 	follow.Add(2)
 	go func() {
 		defer follow.Done()
@@ -41,7 +41,6 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 		_ = kafkatx.Follow(fctx, cfg.Brokers, []string{r.topics.StockCommands, r.topics.PaymentCommands,
 			r.topics.StockReplies, r.topics.PaymentReplies}, inj.keep)
 	}()
-	defer follow.Wait()
 
 	r.say("run %s, seed %d: logs in %s", r.ns, cfg.Seed, r.dir)
 	if err := r.ready(ctx); err != nil {
@@ -73,6 +72,15 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	load.Wait()
 	r.healAll(ctx)
 	healed := time.Now()
+	// The API must take orders again by itself once its dependencies are
+	// back: a fresh order, with a client's patience.
+	var vs []Violation
+	probe := r.traffic.next()
+	probe.Customer, probe.Product = customerID(0), productID(0)
+	r.traffic.place(ctx, probe)
+	if probe.ID == "" {
+		vs = append(vs, Violation{Kind: "api-not-recovered", Detail: fmt.Sprintf("no order accepted within a minute of the heal (key %s)", probe.Key)})
+	}
 
 	// Drain: every accepted order must end within cfg.Drain of the heal.
 	for time.Since(healed) < cfg.Drain && ctx.Err() == nil && r.traffic.unfinished() > 0 {
@@ -86,7 +94,8 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	vs := append(validate(f), r.traffic.violations...)
+	vs = append(vs, validate(f)...)
+	vs = append(vs, r.traffic.violations...)
 	vs = append(vs, r.stopAll()...)
 	return r.report(f, schedule, inj.injected(), vs, healed, drained), nil
 }

@@ -33,11 +33,12 @@ func runInspect(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	topics := in.wire().Topics
 	if *dead {
-		return inspectDeadLetters(ctx, *in.kafka, stdout)
+		return inspectDeadLetters(ctx, *in.kafka, topics.DeadLetter, stdout)
 	}
 	sagas := map[string]*saga.Instance{}
-	err := readTopic(ctx, *in.kafka, kafkatx.TopicSagaState, func(r kafkatx.Record) error {
+	err := readTopic(ctx, *in.kafka, topics.State, func(r kafkatx.Record) error {
 		if len(r.Value) == 0 {
 			delete(sagas, string(r.Key)) // forgotten after its retention window
 			return nil
@@ -55,7 +56,7 @@ func runInspect(ctx context.Context, args []string, stdout io.Writer) error {
 		for _, id := range ids {
 			s, ok := sagas[id]
 			if !ok {
-				return fmt.Errorf("no saga %q in %s", id, kafkatx.TopicSagaState)
+				return fmt.Errorf("no saga %q in %s", id, topics.State)
 			}
 			printSaga(stdout, s)
 		}
@@ -103,11 +104,11 @@ func printSaga(w io.Writer, s *saga.Instance) {
 	}
 }
 
-func inspectDeadLetters(ctx context.Context, brokers string, stdout io.Writer) error {
+func inspectDeadLetters(ctx context.Context, brokers, topic string, stdout io.Writer) error {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ORIGIN\tTYPE\tSAGA\tREASON")
 	n := 0
-	err := readTopic(ctx, brokers, kafkatx.TopicSagaDeadLetter, func(r kafkatx.Record) error {
+	err := readTopic(ctx, brokers, topic, func(r kafkatx.Record) error {
 		n++
 		fmt.Fprintf(w, "%s[%s]@%s\t%s\t%s\t%s\n", r.Header(kafkatx.HeaderDLQTopic), r.Header(kafkatx.HeaderDLQPartition),
 			r.Header(kafkatx.HeaderDLQOffset), r.Header(saga.HeaderType), r.Header(saga.HeaderSagaID), r.Header(kafkatx.HeaderDLQReason))

@@ -293,3 +293,26 @@ func topicMetadata(ctx context.Context, brokers, topic string) (kafka.TopicMetad
 	}
 	return tm, nil
 }
+
+// DeleteTopics deletes topics (the chaos suite removes a passed run's own).
+func DeleteTopics(ctx context.Context, brokers string, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	if err != nil {
+		return fmt.Errorf("kafkatx: admin client: %w", err)
+	}
+	defer ac.Close()
+	res, err := ac.DeleteTopics(ctx, topics, kafka.SetAdminOperationTimeout(30*time.Second))
+	if err != nil {
+		return fmt.Errorf("kafkatx: delete topics: %w", err)
+	}
+	var errs []error
+	for _, r := range res {
+		if r.Error.Code() != kafka.ErrNoError && r.Error.Code() != kafka.ErrUnknownTopicOrPart {
+			errs = append(errs, fmt.Errorf("kafkatx: delete %s: %w", r.Topic, r.Error))
+		}
+	}
+	return errors.Join(errs...)
+}

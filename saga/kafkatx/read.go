@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"go.uber.org/zap"
 )
 
 // ReadPartitions calls fn for every committed record of the given partitions
@@ -100,82 +99,6 @@ func toRecord(m *kafka.Message) Record {
 		}
 	}
 	return r
-}
-
-// Producer sends records outside any transaction, idempotently (no
-// duplicates from its own retries). For records whose duplicates are
-// harmless or deduplicated downstream: timer ticks, an HTTP API whose
-// requests carry an Idempotency-Key.
-type Producer struct {
-	p    *kafka.Producer
-	log  *zap.Logger
-	done chan struct{}
-}
-
-// NewProducer connects an idempotent producer to brokers.
-func NewProducer(brokers string, log *zap.Logger) (*Producer, error) {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers":  brokers,
-		"enable.idempotence": true,
-		"partitioner":        "murmur2_random",
-		"linger.ms":          2,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kafkatx: producer: %w", err)
-	}
-	pr := &Producer{p: p, log: log, done: make(chan struct{})}
-	go func() {
-		defer close(pr.done)
-		for ev := range p.Events() {
-			if e, ok := ev.(kafka.Error); ok {
-				log.Warn("producer error", zap.Error(e))
-			}
-		}
-	}()
-	return pr, nil
-}
-
-// Send produces m and waits until the broker acknowledged it.
-func (p *Producer) Send(ctx context.Context, m Message) error {
-	km := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &m.Topic, Partition: kafka.PartitionAny},
-		Key: m.Key, Value: m.Value}
-	if m.pinned {
-		km.TopicPartition.Partition = m.partition
-	}
-	for _, h := range m.Headers {
-		km.Headers = append(km.Headers, kafka.Header{Key: h.Key, Value: h.Value})
-	}
-	ack := make(chan kafka.Event, 1)
-	for {
-		err := p.p.Produce(km, ack)
-		if ke, ok := kafkaErr(err); ok && ke.Code() == kafka.ErrQueueFull && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, err)
-		}
-		break
-	}
-	select {
-	case ev := <-ack:
-		if e := ev.(*kafka.Message).TopicPartition.Error; e != nil {
-			return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, e)
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, ctx.Err())
-	}
-}
-
-// Close waits up to 10s for records in flight, then closes.
-func (p *Producer) Close() {
-	p.p.Flush(10_000)
-	p.p.Close()
-	<-p.done
 }
 
 // Follow calls fn for every committed record of topics, from the beginning

@@ -1,0 +1,188 @@
+package kafkatx
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.uber.org/zap"
+)
+
+// Producer sends records outside any transaction, idempotently (no
+// duplicates from its own retries). For records whose duplicates are
+// harmless or deduplicated downstream: timer ticks, an HTTP API whose
+// requests carry an Idempotency-Key.
+//
+// It heals itself. The chaos suite found librdkafka's idempotent producer
+// wedged after a broker was paused under load: records stayed queued, not one
+// delivery report came for minutes, and every request of the orders API
+// timed out until the process was restarted. So a producer that holds
+// records and has had no delivery report for StallTimeout is replaced by a
+// new one (a new producer id); the records of the old one are purged, and
+// their senders told, so that a client retries. A duplicate that this may
+// let through is what the downstream deduplication is for.
+type Producer struct {
+	brokers string
+	log     *zap.Logger
+	stall   time.Duration // StallTimeout; shorter in tests
+
+	mu  sync.RWMutex
+	cur *kafka.Producer
+
+	lastReport atomic.Int64 // unix nanos of the last delivery report, or of the last replacement
+	replaced   atomic.Int64
+	stop       chan struct{}
+	watching   chan struct{}  // closed when watch returns
+	done       sync.WaitGroup // the events goroutines
+}
+
+// StallTimeout is how long a producer may hold records without any delivery
+// report before it is replaced. A broker that is merely slow acknowledges
+// something within it; a dead one gets a new producer every StallTimeout,
+// which costs nothing.
+const StallTimeout = 15 * time.Second
+
+// NewProducer connects an idempotent producer to brokers.
+func NewProducer(brokers string, log *zap.Logger) (*Producer, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	pr := &Producer{brokers: brokers, log: log, stall: StallTimeout,
+		stop: make(chan struct{}), watching: make(chan struct{})}
+	p, err := pr.connect()
+	if err != nil {
+		return nil, err
+	}
+	pr.cur = p
+	pr.lastReport.Store(time.Now().UnixNano())
+	go pr.watch()
+	return pr, nil
+}
+
+func (pr *Producer) connect() (*kafka.Producer, error) {
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers":  pr.brokers,
+		"enable.idempotence": true,
+		"partitioner":        "murmur2_random",
+		"linger.ms":          2,
+		// A record nobody acknowledged within a minute is of no use to the
+		// sender, which has long given up; the default (5 minutes) only
+		// keeps a wedged producer's queue alive.
+		"message.timeout.ms": 60_000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafkatx: producer: %w", err)
+	}
+	pr.done.Add(1)
+	go pr.events(p)
+	return p, nil
+}
+
+// events hands each delivery report to its sender and logs client errors,
+// until p is closed.
+func (pr *Producer) events(p *kafka.Producer) {
+	defer pr.done.Done()
+	for ev := range p.Events() {
+		switch e := ev.(type) {
+		case *kafka.Message:
+			pr.lastReport.Store(time.Now().UnixNano())
+			if ack, ok := e.Opaque.(chan error); ok {
+				ack <- e.TopicPartition.Error // buffered: never blocks
+			}
+		case kafka.Error:
+			pr.log.Warn("producer error", zap.Error(e))
+		}
+	}
+}
+
+// watch replaces the producer when it stalls.
+func (pr *Producer) watch() {
+	defer close(pr.watching)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-pr.stop:
+			return
+		case <-t.C:
+		}
+		pr.mu.RLock()
+		held := pr.cur.Len()
+		pr.mu.RUnlock()
+		quiet := time.Since(time.Unix(0, pr.lastReport.Load()))
+		if held == 0 || quiet < pr.stall {
+			continue
+		}
+		p, err := pr.connect()
+		if err != nil {
+			pr.log.Warn("stalled producer not replaced", zap.Error(err))
+			continue
+		}
+		pr.mu.Lock()
+		old := pr.cur
+		pr.cur = p
+		pr.mu.Unlock()
+		pr.lastReport.Store(time.Now().UnixNano())
+		pr.replaced.Add(1)
+		pr.log.Warn("producer stalled: no delivery report while holding records; replaced by a new one",
+			zap.Int("records_held", held), zap.Duration("quiet", quiet))
+		// Purging fails the old records' reports at once, so their senders
+		// answer now; then the old producer can go.
+		_ = old.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
+		go old.Close()
+	}
+}
+
+// Replaced counts the stalled producers replaced so far.
+func (pr *Producer) Replaced() int64 { return pr.replaced.Load() }
+
+// Send produces m and waits until the broker acknowledged it.
+func (pr *Producer) Send(ctx context.Context, m Message) error {
+	km := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &m.Topic, Partition: kafka.PartitionAny},
+		Key: m.Key, Value: m.Value}
+	if m.pinned {
+		km.TopicPartition.Partition = m.partition
+	}
+	for _, h := range m.Headers {
+		km.Headers = append(km.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	ack := make(chan error, 1)
+	km.Opaque = ack
+	for {
+		pr.mu.RLock()
+		err := pr.cur.Produce(km, nil)
+		pr.mu.RUnlock()
+		if ke, ok := kafkaErr(err); ok && ke.Code() == kafka.ErrQueueFull && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, err)
+		}
+		break
+	}
+	select {
+	case err := <-ack:
+		if err != nil {
+			return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, ctx.Err())
+	}
+}
+
+// Close waits up to 10s for records in flight, then closes.
+func (pr *Producer) Close() {
+	close(pr.stop)
+	<-pr.watching // no replacement races the close
+	pr.mu.Lock()
+	p := pr.cur
+	pr.mu.Unlock()
+	p.Flush(10_000)
+	p.Close()
+	pr.done.Wait()
+}
