@@ -205,7 +205,7 @@ func TestValidateFindsEachViolation(t *testing.T) {
 		t.Fatalf("a clean run: %v", vs)
 	}
 	for _, c := range []struct {
-		want  string
+		want    string
 		breakIt func(f *facts)
 	}{
 		{"order-not-ended", func(f *facts) { f.Orders[0].Outcome = "" }},
