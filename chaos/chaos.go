@@ -131,18 +131,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err == nil && rep.OK() {
 		// A passed run leaves nothing on the broker; a failed one keeps its
 		// topics for inspection (sagaflow inspect -namespace).
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		specs := r.topics.Specs(r.cfg.Partitions, windows())
-		names := make([]string, len(specs))
-		for i, s := range specs {
-			names[i] = s.Name
-		}
-		if derr := kafkatx.DeleteTopics(dctx, r.cfg.Brokers, names); derr != nil {
+		if derr := DeleteTopics(context.WithoutCancel(ctx), r.cfg.Brokers, r.ns); derr != nil {
 			r.say("could not delete the run's topics: %v", derr)
 		}
 	}
 	return rep, err
+}
+
+// DeleteTopics deletes the topics of the run with namespace ns (a report's
+// Namespace).
+func DeleteTopics(ctx context.Context, brokers, ns string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	specs := wire.Namespaced(ns).Specs(1, windows())
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	return kafkatx.DeleteTopics(ctx, brokers, names)
 }
 
 func (r *run) say(format string, args ...any) {
