@@ -243,3 +243,37 @@ func TestValidateFindsEachViolation(t *testing.T) {
 		})
 	}
 }
+
+func TestReportSaysTheVerdictAndDrawsTheFaults(t *testing.T) {
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	rep := &Report{Seed: 9, Namespace: "chaos-x", Started: start, Duration: "1m0s", Rate: 10,
+		Timeline: make([]Second, 60), Outcomes: map[string]int{"completed": 5},
+		Injected: []Injected{{Fault: Fault{Kind: KillBroker, Target: "node 1"}, Started: start.Add(10 * time.Second), Healed: start.Add(15 * time.Second)}},
+		FaultKinds: map[Kind]int{KillBroker: 1}}
+	for i := range rep.Timeline {
+		rep.Timeline[i] = Second{At: i, Accepted: 10, Ended: 9}
+	}
+	var text, page strings.Builder
+	rep.WriteText(&text)
+	if !strings.Contains(text.String(), "PASS: 0 violations") || !strings.Contains(text.String(), "-seed 9") {
+		t.Errorf("a clean report:\n%s", text.String())
+	}
+	if err := rep.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	h := page.String()
+	for _, want := range []string{"<svg", "broker-kill", "node 1", "passed", "30s"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if strings.Contains(h, "src=") || strings.Contains(h, "<link") {
+		t.Error("the page loads something from elsewhere; it must be self-contained")
+	}
+	rep.Violations = []Violation{{Kind: "captured-mismatch", Detail: "c1: captured 2, the completed sagas total 1"}}
+	text.Reset()
+	rep.WriteText(&text)
+	if !strings.Contains(text.String(), "FAIL: 1 violations") || !strings.Contains(text.String(), "captured-mismatch") {
+		t.Errorf("a failed report:\n%s", text.String())
+	}
+}

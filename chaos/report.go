@@ -260,12 +260,26 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		bands = append(bands, band{X: x(s), W: max(2, x(e)-x(s)), Y: top + height + 10 + float64(lanes[in.Kind])*12,
 			Color: kindColors[in.Kind], Label: strings.TrimSpace(in.Fault.String())})
 	}
+	type tick struct {
+		X     float64
+		Label string
+	}
+	var ticks []tick
+	every := 10
+	for _, e := range []int{10, 30, 60, 120, 300, 600} {
+		if every = e; n/e <= 12 {
+			break
+		}
+	}
+	for sec := 0; sec < n; sec += every {
+		ticks = append(ticks, tick{X: x(float64(sec)), Label: fmt.Sprintf("%ds", sec)})
+	}
 	var legend []band
 	for i, k := range AllKinds {
 		legend = append(legend, band{X: float64(i%6) * 165, Y: float64(i / 6 * 16), Color: kindColors[k], Label: string(k)})
 	}
 	data := map[string]any{"R": rep, "Text": textOf(rep), "Ended": ended.String(), "Accepted": accepted.String(),
-		"Bands": bands, "Legend": legend, "W": width, "H": top + height + 10 + float64(len(AllKinds))*12 + 10,
+		"Bands": bands, "Legend": legend, "Ticks": ticks, "W": width, "H": top + height + 10 + float64(len(AllKinds))*12 + 10,
 		"Base": top + height, "MaxY": maxY, "Top": top}
 	return pageTmpl.Execute(w, data)
 }
@@ -285,6 +299,8 @@ var pageTmpl = template.Must(template.New("chaos").Parse(`<!doctype html>
 <svg width="{{.W}}" height="{{.H}}" viewBox="0 0 {{.W}} {{.H}}" role="img" aria-label="timeline">
 <line x1="0" y1="{{.Base}}" x2="{{.W}}" y2="{{.Base}}" stroke="#999"/>
 <text x="2" y="{{.Top}}">{{.MaxY}}/s</text>
+{{range .Ticks}}<line x1="{{printf "%.1f" .X}}" y1="{{$.Base}}" x2="{{printf "%.1f" .X}}" y2="{{$.Top}}" stroke="#eee"/><text x="{{printf "%.1f" .X}}" y="{{$.Base}}" dy="-3" dx="2" fill="#999">{{.Label}}</text>
+{{end}}
 <polyline fill="none" stroke="#bbb" stroke-width="1" points="{{.Accepted}}"/>
 <polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{{.Ended}}"/>
 {{range .Bands}}<rect x="{{printf "%.1f" .X}}" y="{{printf "%.1f" .Y}}" width="{{printf "%.1f" .W}}" height="10" fill="{{.Color}}"><title>{{.Label}}</title></rect>
