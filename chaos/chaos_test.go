@@ -248,7 +248,7 @@ func TestReportSaysTheVerdictAndDrawsTheFaults(t *testing.T) {
 	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	rep := &Report{Seed: 9, Namespace: "chaos-x", Started: start, Duration: "1m0s", Rate: 10,
 		Timeline: make([]Second, 60), Outcomes: map[string]int{"completed": 5},
-		Injected: []Injected{{Fault: Fault{Kind: KillBroker, Target: "node 1"}, Started: start.Add(10 * time.Second), Healed: start.Add(15 * time.Second)}},
+		Injected:   []Injected{{Fault: Fault{Kind: KillBroker, Target: "node 1"}, Started: start.Add(10 * time.Second), Healed: start.Add(15 * time.Second)}},
 		FaultKinds: map[Kind]int{KillBroker: 1}}
 	for i := range rep.Timeline {
 		rep.Timeline[i] = Second{At: i, Accepted: 10, Ended: 9}
