@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	_ "embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -378,18 +379,48 @@ func (s *Service) listOrders(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	after, err := parseCursor(q.Get("cursor"))
+	if err != nil {
+		errs = append(errs, FieldError{Field: "cursor", Detail: "must be the next_cursor of an earlier page"})
+	}
 	if len(errs) > 0 {
 		invalid(w, http.StatusBadRequest, errs)
 		return
 	}
-	list := s.deps.Orders.List(status, limit)
+	list, next := s.deps.Orders.List(status, limit, after)
 	out := struct {
-		Orders []Summary `json:"orders"`
+		Orders     []Summary `json:"orders"`
+		NextCursor string    `json:"next_cursor,omitempty"`
 	}{Orders: make([]Summary, len(list))}
 	for i, o := range list {
 		out.Orders[i] = o.Summary()
 	}
+	if next != (Cursor{}) {
+		out.NextCursor = formatCursor(next)
+	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// A cursor travels as base64url of "unix-nanos,order-id": opaque to
+// clients, and checked when it comes back.
+func formatCursor(c Cursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.PlacedAt.UnixNano(), 10) + "," + c.OrderID))
+}
+
+func parseCursor(s string) (Cursor, error) {
+	if s == "" {
+		return Cursor{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return Cursor{}, err
+	}
+	ns, id, ok := strings.Cut(string(b), ",")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || id == "" {
+		return Cursor{}, errors.New("orders: malformed cursor")
+	}
+	return Cursor{PlacedAt: time.Unix(0, n).UTC(), OrderID: id}, nil
 }
 
 func validStatus(s Status) bool {

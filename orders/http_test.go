@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,43 @@ func TestPlaceOrder(t *testing.T) {
 	l := w.do(http.MethodGet, "/orders?status=Placed&limit=5", nil)
 	if l.status != http.StatusOK || !strings.Contains(string(l.body), o.OrderID) || strings.Contains(string(l.body), `"lines"`) {
 		t.Fatalf("list: %s", l)
+	}
+}
+
+// GET /orders pages with next_cursor: every order once, newest first.
+func TestListOrdersPagesWithACursor(t *testing.T) {
+	w := newWorld(t, worldOptions{})
+	placed := map[string]bool{}
+	for i := range 5 {
+		placed[w.place(fmt.Sprintf("page-key-%d", i), teaForAlice).OrderID] = true
+	}
+	seen := map[string]bool{}
+	path := "/orders?limit=2"
+	for pages := 1; ; pages++ {
+		r := w.do(http.MethodGet, path, nil)
+		var page struct {
+			Orders []Summary `json:"orders"`
+			Next   string    `json:"next_cursor"`
+		}
+		if r.status != http.StatusOK || json.Unmarshal(r.body, &page) != nil || len(page.Orders) > 2 {
+			t.Fatalf("GET %s: %s", path, r)
+		}
+		for _, o := range page.Orders {
+			if seen[o.OrderID] {
+				t.Fatalf("page %d repeats %s", pages, o.OrderID)
+			}
+			seen[o.OrderID] = true
+		}
+		if page.Next == "" {
+			if pages != 3 {
+				t.Errorf("%d pages of 2 for 5 orders, want 3", pages)
+			}
+			break
+		}
+		path = "/orders?limit=2&cursor=" + page.Next
+	}
+	if len(seen) != len(placed) {
+		t.Fatalf("the pages listed %d orders, %d were placed", len(seen), len(placed))
 	}
 }
 
@@ -166,7 +204,7 @@ func TestPlaceOrderWhenKafkaFails(t *testing.T) {
 		t.Fatalf("POST with Kafka down: %s", r)
 	}
 	r.problem(t)
-	if l := w.rm.List("", 10); len(l) != 0 {
+	if l, _ := w.rm.List("", 10, Cursor{}); len(l) != 0 {
 		t.Fatalf("an unacknowledged order is listed: %+v", l)
 	}
 	w.sender.fail.Store(nil)
@@ -283,6 +321,8 @@ func TestQueriesAndLookups(t *testing.T) {
 		{"/orders?limit=201", 400, "limit"},
 		{"/orders?limit=ten", 400, "limit"},
 		{"/orders?status=Lost", 400, "status"},
+		{"/orders?cursor=not*base64", 400, "cursor"},
+		{"/orders?cursor=eCxvcmQtMQ", 400, "cursor"}, // "x,ord-1": no time
 		{"/orders/ord-missing", 404, "id"},
 		{"/orders/ord-missing/events", 404, "id"},
 		{"/customers/bob", 404, "id"},
@@ -324,7 +364,7 @@ func TestQueriesAndLookups(t *testing.T) {
 		"sagaflow_orders_placed_total 1\n",
 		`sagaflow_orders{status="Placed"} 1`,
 		`sagaflow_http_requests_total{route="POST /orders",status="202"} 1`,
-		`sagaflow_http_requests_total{route="GET /orders",status="400"} 4`,
+		`sagaflow_http_requests_total{route="GET /orders",status="400"} 6`,
 		`sagaflow_http_requests_total{route="unmatched",status="405"} 1`,
 	} {
 		if !strings.Contains(string(m.body), want) {

@@ -278,27 +278,43 @@ func (m *ReadModel) noteEnd(o Order, was Status) {
 	}
 }
 
+// Cursor is where a page of List ended: the last order's placement time and
+// id. The zero Cursor starts at the newest order.
+type Cursor struct {
+	PlacedAt time.Time
+	OrderID  string
+}
+
+// newer orders a before b in the list: newest first, ties by id.
+func newer(a, b Order) int {
+	if c := b.PlacedAt.Compare(a.PlacedAt); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.OrderID, a.OrderID)
+}
+
 // List returns up to limit orders with the given status ("" for any),
-// newest first.
-func (m *ReadModel) List(status Status, limit int) []Order {
+// newest first, that come after the cursor, and the cursor of the next page
+// (zero when there is none). It lists the orders in memory: the live ones
+// and those that ended within the memory window; an older one is read by
+// id from the archive.
+func (m *ReadModel) List(status Status, limit int, after Cursor) ([]Order, Cursor) {
 	m.mu.RLock()
 	out := make([]Order, 0, min(limit, len(m.orders)))
 	for _, e := range m.orders {
-		if status == "" || e.order.Status == status {
+		if (status == "" || e.order.Status == status) &&
+			(after == Cursor{} || newer(Order{PlacedAt: after.PlacedAt, OrderID: after.OrderID}, e.order) < 0) {
 			out = append(out, e.order)
 		}
 	}
 	m.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Order) int {
-		if c := b.PlacedAt.Compare(a.PlacedAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(b.OrderID, a.OrderID)
-	})
-	if len(out) > limit {
-		out = out[:limit]
+	slices.SortFunc(out, newer)
+	if len(out) <= limit {
+		return out, Cursor{}
 	}
-	return out
+	out = out[:limit]
+	last := out[limit-1]
+	return out, Cursor{PlacedAt: last.PlacedAt, OrderID: last.OrderID}
 }
 
 // Counts returns the number of orders in each status.

@@ -198,8 +198,8 @@ func TestReadModelSkipsReplayedAndForeignRecords(t *testing.T) {
 	if applied != 1 || skipped != 3 {
 		t.Fatalf("applied %d skipped %d, want 1 and 3", applied, skipped)
 	}
-	if len(m.List("", 10)) != 1 {
-		t.Fatalf("orders: %+v", m.List("", 10))
+	if l, _ := m.List("", 10, Cursor{}); len(l) != 1 {
+		t.Fatalf("orders: %+v", l)
 	}
 }
 
@@ -211,15 +211,26 @@ func TestReadModelListNewestFirst(t *testing.T) {
 	}
 	run := startSaga(t, testOrder("ord-1", "alice"))
 	feed(t, m, kafkatx.TopicSagaState, "ord-1", run.snapshot())
-	var ids []string
-	for _, o := range m.List("", 3) {
-		ids = append(ids, o.OrderID)
+	// Pages of 2 with the cursor: every order once, newest first.
+	var pages []string
+	var at Cursor
+	for {
+		page, next := m.List("", 2, at)
+		var ids []string
+		for _, o := range page {
+			ids = append(ids, o.OrderID)
+		}
+		pages = append(pages, fmt.Sprint(ids))
+		if next == (Cursor{}) {
+			break
+		}
+		at = next
 	}
-	if fmt.Sprint(ids) != "[ord-4 ord-3 ord-2]" {
-		t.Fatalf("List = %v", ids)
+	if fmt.Sprint(pages) != "[[ord-4 ord-3] [ord-2 ord-1] [ord-0]]" {
+		t.Fatalf("pages = %v", pages)
 	}
-	if l := m.List(StatusRunning, 10); len(l) != 1 || l[0].OrderID != "ord-1" {
-		t.Fatalf("List(Running) = %+v", l)
+	if l, next := m.List(StatusRunning, 10, Cursor{}); len(l) != 1 || l[0].OrderID != "ord-1" || next != (Cursor{}) {
+		t.Fatalf("List(Running) = %+v, next %+v", l, next)
 	}
 }
 
