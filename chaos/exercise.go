@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,11 +35,11 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	follow.Add(2)
 	go func() {
 		defer follow.Done()
-		_ = kafkatx.Follow(fctx, cfg.Brokers, []string{r.topics.Events}, r.traffic.onEvent)
+		r.follow(fctx, "end events", []string{r.topics.Events}, r.traffic.onEvent)
 	}()
 	go func() {
 		defer follow.Done()
-		_ = kafkatx.Follow(fctx, cfg.Brokers, []string{r.topics.StockCommands, r.topics.PaymentCommands,
+		r.follow(fctx, "commands and replies", []string{r.topics.StockCommands, r.topics.PaymentCommands,
 			r.topics.StockReplies, r.topics.PaymentReplies}, inj.keep)
 	}()
 
@@ -98,6 +99,50 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	vs = append(vs, r.traffic.violations...)
 	vs = append(vs, r.stopAll()...)
 	return r.report(f, schedule, inj.injected(), vs, healed, drained), nil
+}
+
+// followQuiet is how long a follower may deliver nothing before it is
+// started again.
+const followQuiet = 30 * time.Second
+
+// follow follows topics with fn until ctx ends, and starts the follower
+// again, from the beginning, when it stops or goes quiet for followQuiet:
+// in a long run a follower of ours once stopped delivering after a broker
+// restart while the system went on, and every order after that looked
+// unfinished. fn must be idempotent (it sees records again).
+func (r *run) follow(ctx context.Context, what string, topics []string, fn func(kafkatx.Record)) {
+	var last atomic.Int64
+	for ctx.Err() == nil {
+		last.Store(time.Now().UnixNano())
+		fctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- kafkatx.Follow(fctx, r.cfg.Brokers, topics, func(rec kafkatx.Record) {
+				last.Store(time.Now().UnixNano())
+				fn(rec)
+			})
+		}()
+		t := time.NewTicker(time.Second)
+	watch:
+		for {
+			select {
+			case err := <-done:
+				if ctx.Err() == nil {
+					r.say("follower of %s stopped (%v); reading again from the start", what, err)
+					time.Sleep(time.Second)
+				}
+				break watch
+			case <-t.C:
+				if time.Since(time.Unix(0, last.Load())) > followQuiet {
+					cancel()
+					<-done
+					break watch
+				}
+			}
+		}
+		t.Stop()
+		cancel()
+	}
 }
 
 func without(ks []Kind, drop ...Kind) []Kind {
