@@ -71,7 +71,8 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	<-lctx.Done()
 	r.say("load over; healing")
 	load.Wait()
-	r.healAll(ctx)
+	// Healed even when the run is interrupted: a killed broker must not stay down.
+	r.healAll(context.WithoutCancel(ctx))
 	healed := time.Now()
 	// The API must take orders again by itself once its dependencies are
 	// back: a fresh order, with a client's patience.
