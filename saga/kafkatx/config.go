@@ -51,6 +51,16 @@ type Config struct {
 	// context is done. Half of it goes to committing the in-flight batch,
 	// the rest to leaving the group. Default 10s.
 	StopTimeout time.Duration
+	// WedgeTimeout bounds one transactional call of the client library
+	// (send offsets, commit). librdkafka's send_offsets_to_transaction can
+	// block past its own timeout while the group coordinator is away
+	// (librdkafka issues 5456 and 5511; the chaos suite met it in the 3-node
+	// mode): the loop then polls no more and holds its partitions from the
+	// rest of the group. Past WedgeTimeout, Run gives the loop up and
+	// returns ErrWedged, so that the process exits and is restarted, and
+	// its successor fences the stuck producer. Default TransactionTimeout +
+	// 20s.
+	WedgeTimeout time.Duration
 	// RetryBackoff is the first pause after a handler error; it doubles on each
 	// consecutive failure up to MaxRetryBackoff. Defaults 100ms and 5s.
 	RetryBackoff    time.Duration
@@ -98,6 +108,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
+	}
+	if c.WedgeTimeout == 0 {
+		c.WedgeTimeout = c.TransactionTimeout + 20*time.Second
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 10 * time.Second

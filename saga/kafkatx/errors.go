@@ -16,6 +16,9 @@ var (
 	ErrFenced = errors.New("kafkatx: fenced by a newer instance with the same transactional id")
 	// ErrStopTimeout means Run gave up waiting for the loop to stop within
 	// Config.StopTimeout and abandoned it (see Loop.Run).
+	// ErrWedged means a call into the client library did not return within
+	// Config.WedgeTimeout; the loop was given up (see Config.WedgeTimeout).
+	ErrWedged      = errors.New("kafkatx: a transactional call did not return; loop abandoned")
 	ErrStopTimeout = errors.New("kafkatx: loop did not stop within its stop timeout; abandoned")
 	// ErrPoison marks a record no retry can fix (it cannot be decoded, or it
 	// names something that does not exist). Wrap it with Poison.

@@ -117,7 +117,10 @@ type Loop struct {
 	next map[TopicPartition]int64
 	// stop is set inside the rebalance callback, which cannot return errors
 	// to Run.
-	stop     error
+	stop error
+	// inCall is when the transactional call in progress began (unix
+	// nanos), 0 when none is: Run's wedge watchdog reads it.
+	inCall   atomic.Int64
 	failures int
 	ctx      context.Context
 	// protocol is the group's rebalance protocol, learnt at the first
@@ -176,10 +179,23 @@ func (l *Loop) Stats() Stats {
 func (l *Loop) Run(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- l.run(ctx) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			break wait
+		case <-tick.C:
+			if at := l.inCall.Load(); at != 0 && time.Since(time.Unix(0, at)) > l.cfg.WedgeTimeout {
+				l.stats.assigned.Store(0)
+				l.log.Error("a transactional call has not returned; abandoning the loop so that the process is restarted and its successor fences this producer",
+					zap.Duration("wedge_timeout", l.cfg.WedgeTimeout))
+				return fmt.Errorf("%w (%s)", ErrWedged, l.cfg.WedgeTimeout)
+			}
+		}
 	}
 	t := time.NewTimer(l.cfg.StopTimeout)
 	defer t.Stop()
@@ -471,7 +487,9 @@ func (l *Loop) commit(ctx context.Context) error {
 	deadline := l.deadline(ctx)
 	for {
 		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		l.inCall.Store(time.Now().UnixNano())
 		err := l.producer.CommitTransaction(cctx)
+		l.inCall.Store(0)
 		cancel()
 		if err == nil {
 			return nil
@@ -504,7 +522,9 @@ func (l *Loop) retry(ctx context.Context, what string, f func(context.Context) e
 	deadline := l.deadline(ctx)
 	for {
 		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		l.inCall.Store(time.Now().UnixNano())
 		err := f(cctx)
+		l.inCall.Store(0)
 		cancel()
 		if err == nil {
 			return nil
