@@ -2,6 +2,7 @@ package kafkatx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,7 @@ type Producer struct {
 	stall   time.Duration // StallTimeout; shorter in tests
 
 	mu  sync.RWMutex
-	cur *kafka.Producer
+	cur generation
 
 	lastReport atomic.Int64 // unix nanos of the last delivery report, or of the last replacement
 	replaced   atomic.Int64
@@ -38,6 +39,18 @@ type Producer struct {
 	watching   chan struct{}  // closed when watch returns
 	done       sync.WaitGroup // the events goroutines
 }
+
+// generation is one underlying producer; gone is closed when it is replaced,
+// so that a sender waiting on one of its records stops waiting even if the
+// purge's report never comes.
+type generation struct {
+	p    *kafka.Producer
+	gone chan struct{}
+}
+
+// ErrReplaced is returned for a record whose producer was replaced before
+// Kafka acknowledged it: it may or may not have been written.
+var ErrReplaced = errors.New("kafkatx: the producer stalled and was replaced before the record was acknowledged")
 
 // StallTimeout is how long a producer may hold records without any delivery
 // report before it is replaced. A broker that is merely slow acknowledges
@@ -56,7 +69,7 @@ func NewProducer(brokers string, log *zap.Logger) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr.cur = p
+	pr.cur = generation{p: p, gone: make(chan struct{})}
 	pr.lastReport.Store(time.Now().UnixNano())
 	go pr.watch()
 	return pr, nil
@@ -110,7 +123,7 @@ func (pr *Producer) watch() {
 		case <-t.C:
 		}
 		pr.mu.RLock()
-		held := pr.cur.Len()
+		held := pr.cur.p.Len()
 		pr.mu.RUnlock()
 		quiet := time.Since(time.Unix(0, pr.lastReport.Load()))
 		if held == 0 || quiet < pr.stall {
@@ -123,17 +136,25 @@ func (pr *Producer) watch() {
 		}
 		pr.mu.Lock()
 		old := pr.cur
-		pr.cur = p
+		pr.cur = generation{p: p, gone: make(chan struct{})}
 		pr.mu.Unlock()
+		close(old.gone) // its senders answer now
 		pr.lastReport.Store(time.Now().UnixNano())
 		pr.replaced.Add(1)
 		pr.log.Warn("producer stalled: no delivery report while holding records; replaced by a new one",
 			zap.Int("records_held", held), zap.Duration("quiet", quiet))
-		// Purging fails the old records' reports at once, so their senders
-		// answer now; then the old producer can go.
-		_ = old.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
-		go old.Close()
+		go retire(old.p)
 	}
+}
+
+// retire purges a replaced producer's records and closes it once their
+// reports are out (or after 10s).
+func retire(p *kafka.Producer) {
+	_ = p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
+	for end := time.Now().Add(10 * time.Second); p.Len() > 0 && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.Close()
 }
 
 // Replaced counts the stalled producers replaced so far.
@@ -151,9 +172,11 @@ func (pr *Producer) Send(ctx context.Context, m Message) error {
 	}
 	ack := make(chan error, 1)
 	km.Opaque = ack
+	var gen generation
 	for {
 		pr.mu.RLock()
-		err := pr.cur.Produce(km, nil)
+		gen = pr.cur
+		err := gen.p.Produce(km, nil)
 		pr.mu.RUnlock()
 		if ke, ok := kafkaErr(err); ok && ke.Code() == kafka.ErrQueueFull && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond)
@@ -166,10 +189,22 @@ func (pr *Producer) Send(ctx context.Context, m Message) error {
 	}
 	select {
 	case err := <-ack:
+		if ke, ok := kafkaErr(err); ok && (ke.Code() == kafka.ErrPurgeQueue || ke.Code() == kafka.ErrPurgeInflight) {
+			return fmt.Errorf("kafkatx: produce to %s: %w: %w", m.Topic, ErrReplaced, err)
+		}
 		if err != nil {
 			return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, err)
 		}
 		return nil
+	case <-gen.gone:
+		select {
+		case err := <-ack: // acknowledged just before the replacement
+			if err == nil {
+				return nil
+			}
+		default:
+		}
+		return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, ErrReplaced)
 	case <-ctx.Done():
 		return fmt.Errorf("kafkatx: produce to %s: %w", m.Topic, ctx.Err())
 	}
@@ -180,7 +215,7 @@ func (pr *Producer) Close() {
 	close(pr.stop)
 	<-pr.watching // no replacement races the close
 	pr.mu.Lock()
-	p := pr.cur
+	p := pr.cur.p
 	pr.mu.Unlock()
 	p.Flush(10_000)
 	p.Close()

@@ -2,6 +2,7 @@ package kafkatx
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestProducerReplacedWhenItStalls(t *testing.T) {
 	if err == nil {
 		t.Fatal("a send during the stall succeeded")
 	}
-	if took > 10*time.Second || pr.Replaced() == 0 {
+	if !errors.Is(err, ErrReplaced) || took > 10*time.Second || pr.Replaced() == 0 {
 		t.Fatalf("the held send failed after %s with %v, %d replacements; want a replacement soon after the 2s stall timeout",
 			took.Round(time.Millisecond), err, pr.Replaced())
 	}
