@@ -119,7 +119,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &run{cfg: cfg, id: strconv.FormatUint(cfg.Seed, 36) + "-" + strconv.FormatInt(time.Now().Unix()%1e6, 36), procs: map[string]*proc{}}
 	r.ns = "chaos-" + r.id
 	r.topics = wire.Namespaced(r.ns)
-	r.dir = filepath.Join(cfg.Dir, r.ns)
+	// Absolute: redis-server changes into its --dir before it opens its
+	// log, so a relative path (the default .cache/chaos) would point nowhere.
+	base, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	r.dir = filepath.Join(base, r.ns)
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, err
 	}
