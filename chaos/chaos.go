@@ -230,14 +230,11 @@ func (r *run) setUp(ctx context.Context) error {
 func (r *run) seed(ctx context.Context) error {
 	rdb := redis.NewClient(&redis.Options{Addr: r.redis.addr()})
 	defer rdb.Close()
-	st, err := stock.NewStore(stock.Config{}, rdb, nil)
+	stores, err := wire.OpenStores(rdb, "", nil)
 	if err != nil {
 		return err
 	}
-	pay, err := payment.NewStore(payment.Config{}, rdb, nil)
-	if err != nil {
-		return err
-	}
+	st, pay := stores.Stock, stores.Payment
 	ps := []stock.Product{{ID: emptyProduct, Name: "never in stock", PriceCents: unitPrice},
 		{ID: scarceProduct, Name: "runs out", PriceCents: unitPrice, Available: scarceStock}}
 	for i := range products {

@@ -12,10 +12,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sagaflow/sagaflow/payment"
+	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
-	"github.com/sagaflow/sagaflow/stock"
 )
 
 // exercise runs traffic and faults, heals, drains, checks and reports.
@@ -292,14 +291,11 @@ func (r *run) gather(ctx context.Context, healed time.Time) (facts, error) {
 
 	rdb := redis.NewClient(&redis.Options{Addr: r.redis.addr()})
 	defer rdb.Close()
-	st, err := stock.NewStore(stock.Config{}, rdb, nil)
+	stores, err := wire.OpenStores(rdb, "", nil)
 	if err != nil {
 		return f, err
 	}
-	pay, err := payment.NewStore(payment.Config{}, rdb, nil)
-	if err != nil {
-		return f, err
-	}
+	st, pay := stores.Stock, stores.Payment
 	if f.Products, err = st.Products(ctx); err != nil {
 		return f, fmt.Errorf("chaos: read stock: %w", err)
 	}
