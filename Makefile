@@ -25,7 +25,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 20m
 #   make chaos CHAOS_FLAGS='-duration 40m -rate 50 -every 10s'
 CHAOS_FLAGS ?= -duration 150s -rate 25 -every 7s
 
-.PHONY: help up down status logs test vet lint bench demo chromium chaos
+.PHONY: help up down status logs test vet lint bench demo chromium chaos failover
 
 help: ## list the targets
 	@echo "usage: make TARGET   (KAFKA_BROKERS=3 for the 3-node Kafka)"
@@ -49,12 +49,22 @@ vet: ## go vet
 chromium: ## install Debian's chromium (for the browser test) when it is missing
 	@dev/chromium.sh
 
-test: up chromium vet ## start the infrastructure, go vet, then all tests with -race
-	$(GO) test $(TEST_FLAGS) ./...
+test: up chromium vet ## start the infrastructure, go vet, then all tests with -race (the 3-node failover tests last)
+	$(GO) test $(TEST_FLAGS) -skip '^TestFailover' ./...
 	@echo "== the idempotency suite again, on the demo's embedded Redis (miniredis) =="
 	SAGAFLOW_REDIS=embedded $(GO) test -count=1 ./idempotency/ ./idempotency/hashset/
 	@echo "== the chaos suite, CI-sized (make chaos) =="
 	@$(MAKE) --no-print-directory chaos
+	@echo "== the failover tests, on the 3-node Kafka (make failover) =="
+	@$(MAKE) --no-print-directory failover
+
+# The failover tests kill and pause brokers, so they run apart from every
+# other test, on their own 3-node cluster (dev/up.sh --brokers 3 stops the
+# single node; `make up` brings it back).
+FAILOVER_KAFKA := 127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096
+failover: ## the 3-node Kafka: coordinators, brokers and all of Kafka killed or paused under the loop, the API and the system (docs/failover.md)
+	@dev/up.sh --brokers 3
+	SAGAFLOW_KAFKA=$(FAILOVER_KAFKA) SAGAFLOW_KAFKA_CONTROL=$(CURDIR)/dev/kafka.sh $(GO) test $(TEST_FLAGS) -run '^TestFailover' ./...
 
 chaos: up ## the system as processes under seeded faults, then the invariants checked (docs/chaos.md); reports in .cache/chaos
 	$(GO) run ./cmd/sagaflow chaos -kafka-control dev/kafka.sh $(CHAOS_FLAGS)

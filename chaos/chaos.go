@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
+	"github.com/sagaflow/sagaflow/dev/kafkactl"
 	"github.com/sagaflow/sagaflow/payment"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 	"github.com/sagaflow/sagaflow/stock"
@@ -34,10 +36,14 @@ type Config struct {
 	// Every is the mean time between faults; Kinds the kinds drawn.
 	Every time.Duration
 	Kinds []Kind
+	// Faults, when set, is the schedule itself, played as given instead of
+	// one drawn from the seed (Every and Kinds are then unused): a test
+	// that must kill each broker in turn says so.
+	Faults []Fault
 	// Brokers is the Kafka bootstrap list; Kafka kills and pauses its nodes
 	// (no script: broker faults are left out of the schedule).
 	Brokers string
-	Kafka   KafkaControl
+	Kafka   kafkactl.Nodes
 	// RedisServer is the redis-server binary; empty: found on PATH.
 	RedisServer string
 	// Launch starts a sagaflow process. Required.
@@ -67,8 +73,13 @@ func (c Config) Validate() error {
 	if c.Rate <= 0 || c.Clients < 1 {
 		errs = append(errs, errors.New("chaos: -rate must be positive and -clients at least 1"))
 	}
-	if c.Every <= 0 {
+	if c.Every <= 0 && len(c.Faults) == 0 {
 		errs = append(errs, errors.New("chaos: -every must be positive"))
+	}
+	for _, f := range c.Faults {
+		if !slices.Contains(AllKinds, f.Kind) || f.At < 0 || f.At >= c.Duration {
+			errs = append(errs, fmt.Errorf("chaos: fault %q: unknown kind, or not within the run's duration", f))
+		}
 	}
 	if c.Brokers == "" || c.Launch == nil || c.Dir == "" {
 		errs = append(errs, errors.New("chaos: Brokers, Launch and Dir are required"))
@@ -107,11 +118,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Partitions == 0 {
 		cfg.Partitions = 4
 	}
-	if cfg.Kafka.Nodes == 0 {
-		cfg.Kafka.Nodes = len(strings.Split(cfg.Brokers, ","))
+	if cfg.Kafka.Count == 0 {
+		cfg.Kafka.Count = len(strings.Split(cfg.Brokers, ","))
 	}
 	if cfg.Kafka.Script == "" {
-		cfg.Kafka.Nodes = 0
+		cfg.Kafka.Count = 0
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

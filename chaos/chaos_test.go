@@ -204,6 +204,12 @@ func TestValidateFindsEachViolation(t *testing.T) {
 	if vs := validate(sagaFacts(t)); len(vs) != 0 {
 		t.Fatalf("a clean run: %v", vs)
 	}
+	// Exits are a run's business when it kills or pauses services.
+	killed := sagaFacts(t)
+	killed.Exits, killed.ExitsAllowed = map[string]int{"stock-1: signal: killed": 3}, true
+	if vs := validate(killed); len(vs) != 0 {
+		t.Fatalf("a run whose faults kill services: %v", vs)
+	}
 	for _, c := range []struct {
 		want    string
 		breakIt func(f *facts)
@@ -228,6 +234,7 @@ func TestValidateFindsEachViolation(t *testing.T) {
 		{"money-not-conserved", func(f *facts) { f.Customers[0].BalanceCents = -1 }},
 		{"captured-mismatch", func(f *facts) { f.Customers[0].BalanceCents, f.Customers[0].CapturedCents = 0, 1000 }},
 		{"poison-not-dead-lettered", func(f *facts) { f.Poisoned = []string{"poison-1"} }},
+		{"process-exited", func(f *facts) { f.Exits = map[string]int{"stock-1: exit 1": 1} }},
 	} {
 		t.Run(c.want, func(t *testing.T) {
 			f := sagaFacts(t)
@@ -265,13 +272,14 @@ func TestReportSaysTheVerdictAndDrawsTheFaults(t *testing.T) {
 	rep := &Report{Seed: 9, Namespace: "chaos-x", Started: start, Duration: "1m0s", Rate: 10,
 		Timeline: make([]Second, 60), Outcomes: map[string]int{"completed": 5},
 		Injected:   []Injected{{Fault: Fault{Kind: KillBroker, Target: "node 1"}, Started: start.Add(10 * time.Second), Healed: start.Add(15 * time.Second)}},
-		FaultKinds: map[Kind]int{KillBroker: 1}}
+		FaultKinds: map[Kind]int{KillBroker: 1}, Posts: 600, Faulty: Phase{Refused: 12}}
 	for i := range rep.Timeline {
 		rep.Timeline[i] = Second{At: i, Accepted: 10, Ended: 9}
 	}
 	var text, page strings.Builder
 	rep.WriteText(&text)
-	if !strings.Contains(text.String(), "PASS: 0 violations") || !strings.Contains(text.String(), "-seed 9") {
+	if !strings.Contains(text.String(), "PASS: 0 violations") || !strings.Contains(text.String(), "-seed 9") ||
+		!strings.Contains(text.String(), "2.00% of 600 POSTs: 2.00% while a fault was in force, 0.00% in calm seconds") {
 		t.Errorf("a clean report:\n%s", text.String())
 	}
 	if err := rep.WriteHTML(&page); err != nil {

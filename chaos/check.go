@@ -46,6 +46,12 @@ type facts struct {
 	// within DrainBound of it.
 	HealedAt   time.Time
 	DrainBound time.Duration
+	// Exits are the service processes' exits other than the final stop, by
+	// "process: how". A run whose faults touch no service process (only
+	// brokers, say) must have none: a loop that gives up on a broker
+	// failover is a bug even when its supervisor restarts it.
+	Exits        map[string]int
+	ExitsAllowed bool
 }
 
 // validate checks the invariants of docs/design.md on f and returns what is
@@ -54,6 +60,11 @@ func validate(f facts) []Violation {
 	var vs []Violation
 	add := func(kind, format string, args ...any) {
 		vs = append(vs, Violation{Kind: kind, Detail: fmt.Sprintf(format, args...)})
+	}
+	if !f.ExitsAllowed {
+		for what, n := range f.Exits {
+			add("process-exited", "%s, %d time(s), with no fault on any service process", what, n)
+		}
 	}
 	final := map[string]*saga.Instance{}
 	for id, snaps := range f.Snapshots {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
+	"github.com/sagaflow/sagaflow/dev/kafkactl"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 )
@@ -47,12 +49,20 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	kinds := cfg.Kinds
-	if cfg.Kafka.Nodes == 0 {
+	if cfg.Kafka.Count == 0 {
 		kinds = without(kinds, KillBroker, PauseBroker)
 	}
 	plan := Plan{Seed: cfg.Seed, Duration: cfg.Duration, Every: cfg.Every, Kinds: kinds,
-		Processes: r.processNames(), KafkaNodes: cfg.Kafka.Nodes, SessionTimeout: sessionTimeout}
+		Processes: r.processNames(), KafkaNodes: cfg.Kafka.Count, SessionTimeout: sessionTimeout}
 	schedule := Schedule(plan)
+	if len(cfg.Faults) > 0 {
+		schedule, kinds = slices.Clone(cfg.Faults), nil
+		for _, f := range schedule {
+			if !slices.Contains(kinds, f.Kind) {
+				kinds = append(kinds, f.Kind)
+			}
+		}
+	}
 	r.say("%d faults scheduled over %s (seed %d):", len(schedule), cfg.Duration, cfg.Seed)
 	for _, f := range schedule {
 		r.say("  %s", f)
@@ -95,10 +105,26 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.ExitsAllowed = slices.ContainsFunc(kinds, func(k Kind) bool { return k == KillService || k == PauseService || k == Failpoint })
+	f.Exits = r.unstoppedExits()
 	vs = append(vs, validate(f)...)
 	vs = append(vs, r.traffic.violations...)
 	vs = append(vs, r.stopAll()...)
 	return r.report(f, schedule, inj.injected(), vs, healed, drained), nil
+}
+
+// unstoppedExits returns every process's exits so far that were not the
+// run's final stop, by "process: how".
+func (r *run) unstoppedExits() map[string]int {
+	out := map[string]int{}
+	for name, p := range r.procs {
+		p.mu.Lock()
+		for how, n := range p.unstopped {
+			out[name+": "+how] += n
+		}
+		p.mu.Unlock()
+	}
+	return out
 }
 
 // followQuiet is how long a follower may deliver nothing before it is
@@ -177,9 +203,9 @@ func (r *run) healAll(ctx context.Context) {
 	for _, p := range r.procs {
 		p.signal(syscall.SIGCONT, 0)
 	}
-	for n := 1; n <= r.cfg.Kafka.Nodes; n++ {
-		_ = r.cfg.Kafka.run(ctx, "resume", n)
-		if err := r.cfg.Kafka.run(ctx, "start", n); err != nil {
+	for n := 1; n <= r.cfg.Kafka.Count; n++ {
+		_ = r.cfg.Kafka.Do(ctx, kafkactl.Resume, n)
+		if err := r.cfg.Kafka.Do(ctx, kafkactl.Start, n); err != nil {
 			r.say("heal: %v", err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -50,6 +51,9 @@ type Phase struct {
 	Seconds     int
 	SagasPerSec float64
 	P50, P99    time.Duration
+	// Refused counts the POST answers other than a 2xx (503s, 409s, no
+	// answer) in these seconds, the drain included.
+	Refused int
 }
 
 // Second is one second of the run.
@@ -57,6 +61,7 @@ type Second struct {
 	At       int
 	Accepted int
 	Ended    int
+	Refused  int // POST answers other than a 2xx
 	Faults   []Kind
 }
 
@@ -74,6 +79,7 @@ func (r *run) report(f facts, schedule []Fault, injected []Injected, vs []Violat
 	for k, n := range r.traffic.statuses {
 		rep.Answers[k] = n
 	}
+	refusedAt := slices.Clone(r.traffic.refusedAt)
 	r.traffic.mu.Unlock()
 	for _, in := range injected {
 		if in.Skipped == "" && in.Err == "" {
@@ -104,6 +110,9 @@ func (r *run) report(f facts, schedule []Fault, injected []Injected, vs []Violat
 		for s := at(in.Started); s <= at(in.Healed); s++ {
 			rep.Timeline[s].Faults = append(rep.Timeline[s].Faults, in.Kind)
 		}
+	}
+	for _, t := range refusedAt {
+		rep.Timeline[at(t)].Refused++
 	}
 	var calm, faulty []time.Duration
 	var calmEnds, faultyEnds int
@@ -146,6 +155,13 @@ func (r *run) report(f facts, schedule []Fault, injected []Injected, vs []Violat
 		}
 	}
 	rep.Calm, rep.Faulty = phase(calm, calmEnds, calmSecs), phase(faulty, faultyEnds, faultySecs)
+	for _, s := range rep.Timeline {
+		if len(s.Faults) > 0 {
+			rep.Faulty.Refused += s.Refused
+		} else {
+			rep.Calm.Refused += s.Refused
+		}
+	}
 	return rep
 }
 
@@ -181,8 +197,17 @@ func (rep *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(tw, "faults\t%d kinds: %s\n", len(rep.FaultKinds), countList(fk))
 	fmt.Fprintf(tw, "process exits\t%s\n", countList(rep.Exits))
 	fmt.Fprintf(tw, "drain\t%s after healing\n", rep.Drain.Round(time.Millisecond))
-	fmt.Fprintf(tw, "calm\t%d s, %.1f sagas/s, p50 %s, p99 %s\n", rep.Calm.Seconds, rep.Calm.SagasPerSec, rep.Calm.P50.Round(time.Millisecond), rep.Calm.P99.Round(time.Millisecond))
-	fmt.Fprintf(tw, "under faults\t%d s, %.1f sagas/s, p50 %s, p99 %s\n", rep.Faulty.Seconds, rep.Faulty.SagasPerSec, rep.Faulty.P50.Round(time.Millisecond), rep.Faulty.P99.Round(time.Millisecond))
+	for _, p := range []struct {
+		name string
+		ph   Phase
+	}{{"calm", rep.Calm}, {"under faults", rep.Faulty}} {
+		fmt.Fprintf(tw, "%s\t%d s, %.1f sagas/s, p50 %s, p99 %s; %d POST answers refused\n", p.name, p.ph.Seconds, p.ph.SagasPerSec,
+			p.ph.P50.Round(time.Millisecond), p.ph.P99.Round(time.Millisecond), p.ph.Refused)
+	}
+	if rep.Posts > 0 {
+		fmt.Fprintf(tw, "refused\t%.2f%% of %d POSTs: %.2f%% while a fault was in force, %.2f%% in calm seconds\n",
+			pct(rep.Calm.Refused+rep.Faulty.Refused, rep.Posts), rep.Posts, pct(rep.Faulty.Refused, rep.Posts), pct(rep.Calm.Refused, rep.Posts))
+	}
 	_ = tw.Flush()
 	if !rep.OK() {
 		fmt.Fprintf(w, "violations by kind: %s\n", countList(rep.ByKind))
@@ -196,6 +221,8 @@ func (rep *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "%s (replay the schedule with -seed %d)\n", verdict, rep.Seed)
 }
+
+func pct(n int, of int64) float64 { return 100 * float64(n) / float64(of) }
 
 func countList(m map[string]int) string {
 	if len(m) == 0 {
@@ -232,15 +259,16 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 	const width, height, top = 1000.0, 260.0, 20.0
 	maxY := 1
 	for _, s := range rep.Timeline {
-		maxY = max(maxY, s.Ended, s.Accepted)
+		maxY = max(maxY, s.Ended, s.Accepted, s.Refused)
 	}
 	n := max(1, len(rep.Timeline))
 	x := func(sec float64) float64 { return sec / float64(n) * width }
 	y := func(v int) float64 { return top + height - float64(v)/float64(maxY)*height }
-	var ended, accepted strings.Builder
+	var ended, accepted, refused strings.Builder
 	for _, s := range rep.Timeline {
 		fmt.Fprintf(&ended, "%.1f,%.1f ", x(float64(s.At)+0.5), y(s.Ended))
 		fmt.Fprintf(&accepted, "%.1f,%.1f ", x(float64(s.At)+0.5), y(s.Accepted))
+		fmt.Fprintf(&refused, "%.1f,%.1f ", x(float64(s.At)+0.5), y(s.Refused))
 	}
 	type band struct {
 		X, W, Y float64
@@ -278,7 +306,7 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 	for i, k := range AllKinds {
 		legend = append(legend, band{X: float64(i%6) * 165, Y: float64(i / 6 * 16), Color: kindColors[k], Label: string(k)})
 	}
-	data := map[string]any{"R": rep, "Text": textOf(rep), "Ended": ended.String(), "Accepted": accepted.String(),
+	data := map[string]any{"R": rep, "Text": textOf(rep), "Ended": ended.String(), "Accepted": accepted.String(), "Refused": refused.String(),
 		"Bands": bands, "Legend": legend, "Ticks": ticks, "W": width, "H": top + height + 10 + float64(len(AllKinds))*12 + 10,
 		"Base": top + height, "MaxY": maxY, "Top": top}
 	return pageTmpl.Execute(w, data)
@@ -295,13 +323,14 @@ var pageTmpl = template.Must(template.New("chaos").Parse(`<!doctype html>
 <style>body{font:14px system-ui,sans-serif;margin:2em;max-width:1060px}pre{background:#f6f6f6;padding:1em;overflow:auto}
 .ok{color:#2a7d2a}.bad{color:#b00}svg text{font:11px system-ui,sans-serif}</style></head><body>
 <h1>sagaflow chaos <span class="{{if .R.OK}}ok{{else}}bad{{end}}">{{if .R.OK}}passed{{else}}{{len .R.Violations}} violations{{end}}</span></h1>
-<p>Seed {{.R.Seed}}, namespace {{.R.Namespace}}, {{.R.Duration}} at {{.R.Rate}} orders/s. Sagas ended per second (blue) and orders accepted per second (grey); below, each fault while it was in force.</p>
+<p>Seed {{.R.Seed}}, namespace {{.R.Namespace}}, {{.R.Duration}} at {{.R.Rate}} orders/s. Sagas ended per second (blue), orders accepted per second (grey) and POSTs refused per second (red); below, each fault while it was in force.</p>
 <svg width="{{.W}}" height="{{.H}}" viewBox="0 0 {{.W}} {{.H}}" role="img" aria-label="timeline">
 <line x1="0" y1="{{.Base}}" x2="{{.W}}" y2="{{.Base}}" stroke="#999"/>
 <text x="2" y="{{.Top}}">{{.MaxY}}/s</text>
 {{range .Ticks}}<line x1="{{printf "%.1f" .X}}" y1="{{$.Base}}" x2="{{printf "%.1f" .X}}" y2="{{$.Top}}" stroke="#eee"/><text x="{{printf "%.1f" .X}}" y="{{$.Base}}" dy="-3" dx="2" fill="#999">{{.Label}}</text>
 {{end}}
 <polyline fill="none" stroke="#bbb" stroke-width="1" points="{{.Accepted}}"/>
+<polyline fill="none" stroke="#d62728" stroke-width="1" points="{{.Refused}}"/>
 <polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{{.Ended}}"/>
 {{range .Bands}}<rect x="{{printf "%.1f" .X}}" y="{{printf "%.1f" .Y}}" width="{{printf "%.1f" .W}}" height="10" fill="{{.Color}}"><title>{{.Label}}</title></rect>
 {{end}}</svg>

@@ -2,14 +2,12 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,12 +35,15 @@ type proc struct {
 	stopping bool
 	starts   int
 	exits    map[string]int // how it exited, by exit status or signal
-	exited   chan struct{}  // closed when the current process is gone
+	// unstopped counts the exits that were not the run's final stop, by
+	// exit status or signal: kills, fencing, crashes.
+	unstopped map[string]int
+	exited    chan struct{} // closed when the current process is gone
 }
 
 func newProc(name, service string, args []string, launch Launcher, dir string) *proc {
 	return &proc{name: name, service: service, args: args, launch: launch,
-		logPath: filepath.Join(dir, name+".log"), exits: map[string]int{}}
+		logPath: filepath.Join(dir, name+".log"), exits: map[string]int{}, unstopped: map[string]int{}}
 }
 
 // start runs the process once; supervise calls it again after each exit.
@@ -80,8 +81,12 @@ func (p *proc) supervise(ctx context.Context) {
 		p.mu.Unlock()
 		<-exited
 		p.mu.Lock()
-		p.exits[exitOf(cmd.ProcessState)]++
+		how := exitOf(cmd.ProcessState)
+		p.exits[how]++
 		stopping, hold := p.stopping, time.Until(p.holdTill)
+		if !stopping && ctx.Err() == nil {
+			p.unstopped[how]++
+		}
 		p.mu.Unlock()
 		if stopping || ctx.Err() != nil {
 			return
@@ -233,26 +238,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// KafkaControl kills, starts, pauses and resumes Kafka nodes by number
-// (1..Nodes), through the script of dev/kafka.sh's command-line interface.
-type KafkaControl struct {
-	// Script is dev/kafka.sh or anything with its `kill|start|pause|resume
-	// N` commands; empty: no broker faults.
-	Script string
-	Nodes  int
-}
-
-func (k KafkaControl) run(ctx context.Context, verb string, node int) error {
-	if k.Script == "" {
-		return errors.New("chaos: no Kafka control script")
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "bash", k.Script, verb, strconv.Itoa(node)).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("chaos: %s %s %d: %w: %s", k.Script, verb, node, err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }

@@ -62,6 +62,7 @@ type traffic struct {
 	early      map[string]endEvent
 	violations []Violation
 	statuses   map[string]int // answers other than the first 2xx, by kind
+	refusedAt  []time.Time    // when each of those came
 	posts      atomic.Int64
 	duplicates atomic.Int64 // deliberate second POSTs
 }
@@ -176,6 +177,7 @@ func (t *traffic) violate(kind, format string, args ...any) {
 func (t *traffic) count(status string) {
 	t.mu.Lock()
 	t.statuses[status]++
+	t.refusedAt = append(t.refusedAt, time.Now())
 	t.mu.Unlock()
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sagaflow/sagaflow/chaos"
+	"github.com/sagaflow/sagaflow/dev/kafkactl"
 )
 
 func init() {
@@ -59,7 +60,7 @@ exits 1 on any violation. docs/chaos.md says more.`)
 		return err
 	}
 	rep, err := chaos.Run(ctx, chaos.Config{Seed: *seed, Duration: *duration, Drain: *drain, Rate: *rate, Clients: *clients,
-		Every: *every, Kinds: kinds, Brokers: *brokers, Kafka: chaos.KafkaControl{Script: *control, Nodes: *nodes},
+		Every: *every, Kinds: kinds, Brokers: *brokers, Kafka: kafkactl.Nodes{Script: *control, Count: *nodes},
 		RedisServer: *redisBin, Launch: launcher(self, nil), Dir: *dir, Partitions: *partitions, Plant: *plant, Progress: stdout})
 	if err != nil {
 		return err

@@ -19,6 +19,18 @@ func testLauncher(args []string, extra []string) *exec.Cmd {
 	return c
 }
 
+// needRedisServer skips (fails under CI) without redis-server: a chaos run
+// starts a Redis of its own.
+func needRedisServer(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server is not on PATH (dev/redis.sh up installs it)")
+		}
+		t.Skip("redis-server is not on PATH; make up installs it")
+	}
+}
+
 // TestChaosFindsAPlantedDoubleCharge shows that the chaos suite can fail:
 // the payment participants run with the planted bug (a redelivered charge
 // charges again), the suite re-publishes commands as a producer retry
@@ -26,12 +38,7 @@ func testLauncher(args []string, extra []string) *exec.Cmd {
 // nothing else.
 func TestChaosFindsAPlantedDoubleCharge(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is not on PATH (dev/redis.sh up installs it)")
-		}
-		t.Skip("redis-server is not on PATH; make up installs it")
-	}
+	needRedisServer(t)
 	var progress kafkatest.Buffer
 	rep, err := chaos.Run(context.Background(), chaos.Config{Seed: 7, Duration: 30 * time.Second, Drain: 90 * time.Second,
 		Rate: 10, Clients: 16, Every: 3 * time.Second, Kinds: []chaos.Kind{chaos.Duplicate},

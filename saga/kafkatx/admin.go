@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"time"
+	"unicode/utf16"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -275,6 +277,60 @@ func Leader(ctx context.Context, brokers, topic string, partition int32) (int32,
 		}
 	}
 	return 0, fmt.Errorf("kafkatx: topic %s has no partition %d", topic, partition)
+}
+
+// TransactionCoordinator returns the id of the broker that coordinates the
+// transactions of transactionalID, and GroupCoordinator the one that
+// coordinates a consumer group (and takes its transactional offset
+// commits). Kafka places each by the key's Java hashCode over the
+// partitions of its internal topic, and that partition's leader
+// coordinates. They answer once the topic exists. The failover tests kill
+// these brokers mid-transaction.
+func TransactionCoordinator(ctx context.Context, brokers, transactionalID string) (int32, error) {
+	return coordinator(ctx, brokers, "__transaction_state", transactionalID)
+}
+
+// GroupCoordinator: see TransactionCoordinator.
+func GroupCoordinator(ctx context.Context, brokers, group string) (int32, error) {
+	return coordinator(ctx, brokers, "__consumer_offsets", group)
+}
+
+func coordinator(ctx context.Context, brokers, topic, key string) (int32, error) {
+	tm, err := topicMetadata(ctx, brokers, topic)
+	if err != nil {
+		return 0, err
+	}
+	if len(tm.Partitions) == 0 {
+		return 0, fmt.Errorf("kafkatx: %s has no partitions", topic)
+	}
+	want := int32(javaAbs(javaHashCode(key)) % int32(len(tm.Partitions)))
+	for _, p := range tm.Partitions {
+		if p.ID == want {
+			return p.Leader, nil
+		}
+	}
+	return 0, fmt.Errorf("kafkatx: %s has no partition %d", topic, want)
+}
+
+// javaHashCode is Java's String.hashCode: s[0]*31^(n-1) + ... + s[n-1] over
+// UTF-16 code units, in int32 arithmetic.
+func javaHashCode(s string) int32 {
+	var h int32
+	for _, u := range utf16.Encode([]rune(s)) {
+		h = 31*h + int32(u)
+	}
+	return h
+}
+
+// javaAbs is Kafka's Utils.abs: the minimum int maps to 0, not to itself.
+func javaAbs(n int32) int32 {
+	if n == math.MinInt32 {
+		return 0
+	}
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 func topicMetadata(ctx context.Context, brokers, topic string) (kafka.TopicMetadata, error) {

@@ -13,6 +13,16 @@ import (
 // started. It reads read_committed and does not return before it has passed
 // that end, so a transaction still open below it is waited for, never read
 // around. The orchestrator restores its snapshots with it.
+//
+// The end is the high watermark, not the last stable offset that a
+// read_committed client's ListOffsets answers: a transaction whose commit
+// was decided but whose marker is not yet on this partition sits above the
+// last stable offset. Kafka writes a transaction's markers to each of its
+// partitions separately, so on a cluster the marker on the group's offsets
+// can land first: the input offsets of a restore then already count that
+// transaction while its snapshots were not yet readable, and a restore that
+// stopped at the stable offset lost them (the 3-node failover test found
+// this: state went back, commands went out twice).
 func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int32, fn func(Record) error) error {
 	if len(partitions) == 0 {
 		return nil
@@ -28,15 +38,15 @@ func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int
 		return fmt.Errorf("kafkatx: reader: %w", err)
 	}
 	defer c.Close()
+	marks, err := highWatermarks(ctx, brokers, topic, partitions)
+	if err != nil {
+		return err
+	}
 	ends := map[int32]int64{}
 	var assign []kafka.TopicPartition
 	for _, p := range partitions {
-		lo, hi, err := c.QueryWatermarkOffsets(topic, p, timeoutMs(ctx, 30_000))
-		if err != nil {
-			return fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
-		}
-		if hi > lo {
-			ends[p] = hi
+		if m := marks[p]; m.hi > m.lo {
+			ends[p] = m.hi
 			assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: kafka.OffsetBeginning})
 		}
 	}
@@ -87,6 +97,33 @@ func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int
 		}
 	}
 	return nil
+}
+
+type watermarks struct{ lo, hi int64 }
+
+// highWatermarks returns the log start and the high watermark of each
+// partition. It asks as a read_uncommitted client: librdkafka's watermark
+// query uses the client's isolation level, and a read_committed one is
+// answered the last stable offset.
+func highWatermarks(ctx context.Context, brokers, topic string, partitions []int32) (map[int32]watermarks, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": brokers,
+		"group.id":          "_sagaflow.reader",
+		"isolation.level":   "read_uncommitted",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafkatx: reader: %w", err)
+	}
+	defer c.Close()
+	out := make(map[int32]watermarks, len(partitions))
+	for _, p := range partitions {
+		lo, hi, err := c.QueryWatermarkOffsets(topic, p, timeoutMs(ctx, 30_000))
+		if err != nil {
+			return nil, fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
+		}
+		out[p] = watermarks{lo, hi}
+	}
+	return out, nil
 }
 
 func toRecord(m *kafka.Message) Record {

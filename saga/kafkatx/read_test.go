@@ -1,0 +1,79 @@
+package kafkatx_test
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
+)
+
+// TestReadPartitionsWaitsForATransactionBelowTheEnd: a transaction whose
+// records are in the log when ReadPartitions starts must be waited for and
+// read once committed, not read around. Reading only to the last stable
+// offset (a read_committed client's idea of the end) lost the orchestrator
+// the snapshots of a transaction whose commit was decided but whose marker
+// was not yet written, while its input offsets already counted: in the
+// 3-node failover test, sagas went back a state and sent commands twice.
+func TestReadPartitionsWaitsForATransactionBelowTheEnd(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.Topic(t, brokers, "state", 1)
+	kafkatest.Produce(t, brokers, []kafkatx.Message{kafkatx.NewMessage(topic, []byte("k"), []byte("before"))})
+
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers,
+		"transactional.id": "read-test-" + strconv.FormatInt(time.Now().UnixNano(), 36), "transaction.timeout.ms": 60_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.InitTransactions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	delivered := make(chan kafka.Event, 1)
+	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0},
+		Key: []byte("k"), Value: []byte("in the open transaction")}, delivered); err != nil {
+		t.Fatal(err)
+	}
+	if m := (<-delivered).(*kafka.Message); m.TopicPartition.Error != nil {
+		t.Fatal(m.TopicPartition.Error)
+	}
+
+	read := make(chan []string, 1)
+	go func() {
+		var vals []string
+		err := kafkatx.ReadPartitions(ctx, brokers, topic, []int32{0}, func(r kafkatx.Record) error {
+			vals = append(vals, string(r.Value))
+			return nil
+		})
+		if err != nil {
+			vals = append(vals, "error: "+err.Error())
+		}
+		read <- vals
+	}()
+	select {
+	case vals := <-read:
+		t.Fatalf("ReadPartitions returned %q while a transaction below the end was open", vals)
+	case <-time.After(2 * time.Second):
+	}
+	if err := p.CommitTransaction(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case vals := <-read:
+		if want := []string{"before", "in the open transaction"}; !slices.Equal(vals, want) {
+			t.Fatalf("read %q, want %q", vals, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ReadPartitions did not return within 30s of the commit")
+	}
+}
