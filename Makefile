@@ -60,11 +60,12 @@ test: up chromium vet ## start the infrastructure, go vet, then all tests with -
 
 # The failover tests kill and pause brokers, so they run apart from every
 # other test, on their own 3-node cluster (dev/up.sh --brokers 3 stops the
-# single node; `make up` brings it back).
+# single node; `make up` brings it back), and one package at a time (-p 1):
+# one of them pauses all of Kafka.
 FAILOVER_KAFKA := 127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096
 failover: ## the 3-node Kafka: coordinators, brokers and all of Kafka killed or paused under the loop, the API and the system (docs/failover.md)
 	@dev/up.sh --brokers 3
-	SAGAFLOW_KAFKA=$(FAILOVER_KAFKA) SAGAFLOW_KAFKA_CONTROL=$(CURDIR)/dev/kafka.sh $(GO) test $(TEST_FLAGS) -run '^TestFailover' ./...
+	SAGAFLOW_KAFKA=$(FAILOVER_KAFKA) SAGAFLOW_KAFKA_CONTROL=$(CURDIR)/dev/kafka.sh $(GO) test $(TEST_FLAGS) -p 1 -run '^TestFailover' ./...
 
 chaos: up ## the system as processes under seeded faults, then the invariants checked (docs/chaos.md); reports in .cache/chaos
 	$(GO) run ./cmd/sagaflow chaos -kafka-control dev/kafka.sh $(CHAOS_FLAGS)

@@ -18,8 +18,8 @@ const ControlEnv = "SAGAFLOW_KAFKA_CONTROL"
 // Cluster returns the bootstrap list and the node control of a real Kafka
 // of at least min nodes, for a test that kills or pauses brokers. Such tests
 // are named TestFailover...: `make test` runs them on their own, on the
-// 3-node cluster, after every other test, so that no other test shares a
-// broker they take away. Like Brokers, it skips outside CI and fails under
+// 3-node cluster, after every other test and one package at a time, so that
+// no other test shares a broker they take away. Like Brokers, it skips outside CI and fails under
 // CI=true when there is no such cluster.
 //
 // Whatever the test does, every node is resumed and started again when it
