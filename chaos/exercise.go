@@ -69,17 +69,21 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	}
 
 	r.start = time.Now()
-	lctx, stopLoad := context.WithTimeout(ctx, cfg.Duration)
+	lctx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var load sync.WaitGroup
 	load.Add(2)
+	played := make(chan struct{})
 	go func() { defer load.Done(); r.traffic.run(lctx, cfg.Rate, cfg.Clients) }()
-	go func() { defer load.Done(); inj.play(lctx, r.start, schedule) }()
+	go func() { defer load.Done(); inj.play(lctx, r.start, schedule); close(played) }()
+	go r.endLoad(lctx, stopLoad, played)
 	progress := make(chan struct{})
 	go r.progress(progress)
 	<-lctx.Done()
 	r.say("load over; healing")
 	load.Wait()
+	// The report's phases count the seconds the load actually ran.
+	r.cfg.Duration = time.Since(r.start)
 	// Healed even when the run is interrupted: a killed broker must not stay down.
 	r.healAll(context.WithoutCancel(ctx))
 	healed := time.Now()
@@ -111,6 +115,42 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	vs = append(vs, r.traffic.violations...)
 	vs = append(vs, r.stopAll()...)
 	return r.report(f, schedule, inj.injected(), vs, healed, drained), nil
+}
+
+// loadTail is how long the load of a schedule given as such goes on after
+// its last fault healed.
+const loadTail = 15 * time.Second
+
+// endLoad ends the load after cfg.Duration. A schedule given as such
+// (cfg.Faults) is played whole, under load: on a slow machine a broker's
+// restart can take most of a minute and push the later faults back, so the
+// load then goes on until the last fault healed and loadTail after it, for
+// at most three times cfg.Duration.
+func (r *run) endLoad(ctx context.Context, stop context.CancelFunc, played <-chan struct{}) {
+	defer stop()
+	wait := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	if !wait(r.cfg.Duration) || len(r.cfg.Faults) == 0 {
+		return
+	}
+	select {
+	case <-played:
+		return // all played within the duration
+	default:
+	}
+	r.say("the load goes on until the last faults are played, then %s more", loadTail)
+	select {
+	case <-played:
+		wait(loadTail)
+	case <-time.After(2 * r.cfg.Duration):
+	case <-ctx.Done():
+	}
 }
 
 // unstoppedExits returns every process's exits so far that were not the
