@@ -19,9 +19,9 @@ import (
 // time, and on a machine so slow that the restarts push the kills past it,
 // until they are all done (chaos.Config.Faults). No process may exit, every
 // accepted order must end within a minute of the last restart, and every
-// invariant of the chaos suite must hold. Before the failover work, one such kill stopped the
-// orchestrator ("fenced") and left the stock participant alive and idle,
-// and no saga ended.
+// invariant of the chaos suite must hold. Before the failover work, one
+// such kill stopped the orchestrator ("fenced") and left the stock
+// participant alive and idle, and no saga ended.
 func TestFailoverSystemSurvivesBrokerKills(t *testing.T) {
 	brokers, nodes := kafkatest.Cluster(t, 3)
 	needRedisServer(t)
