@@ -68,6 +68,15 @@ func (p *proc) start() error {
 	go func(exited chan struct{}) {
 		_ = cmd.Wait()
 		_ = f.Close()
+		// Counted before exited closes, so that whoever waited for the
+		// exit (a stop, then the report) sees it counted.
+		how := exitOf(cmd.ProcessState)
+		p.mu.Lock()
+		p.exits[how]++
+		if !p.stopping {
+			p.unstopped[how]++
+		}
+		p.mu.Unlock()
 		close(exited)
 	}(p.exited)
 	return nil
@@ -77,16 +86,11 @@ func (p *proc) start() error {
 func (p *proc) supervise(ctx context.Context) {
 	for {
 		p.mu.Lock()
-		exited, cmd := p.exited, p.cmd
+		exited := p.exited
 		p.mu.Unlock()
 		<-exited
 		p.mu.Lock()
-		how := exitOf(cmd.ProcessState)
-		p.exits[how]++
 		stopping, hold := p.stopping, time.Until(p.holdTill)
-		if !stopping && ctx.Err() == nil {
-			p.unstopped[how]++
-		}
 		p.mu.Unlock()
 		if stopping || ctx.Err() != nil {
 			return
