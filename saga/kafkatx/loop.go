@@ -376,8 +376,10 @@ func (l *Loop) flush(ctx context.Context) bool {
 			sleep(ctx, backoff)
 			return false
 		case err != nil:
-			// Kafka refused the transaction; the records come again.
-			l.giveBack(ctx, batch, true)
+			// Kafka refused the transaction; the records come again, from
+			// us (seek back) or, when the group took the partitions at the
+			// same moment, from whoever gets them.
+			l.giveBack(ctx, batch, !l.consumer.AssignmentLost())
 			return false
 		}
 		l.failures = 0
@@ -704,10 +706,6 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			// duplicate if it did not.
 			l.log.Warn("partitions lost; dropping the in-flight batch", zap.Any("partitions", parts),
 				zap.Int("records", len(l.batch)))
-			if n := len(l.refenced); n > 0 && time.Since(l.refenced[n-1]) < refenceWindow {
-				l.stop = fmt.Errorf("%w (%s): fenced, then the group took our partitions: a newer instance has our place",
-					ErrFenced, l.cfg.TransactionalID)
-			}
 			l.giveBack(l.ctx, l.batch, false)
 			l.batch, l.polled = nil, nil
 		} else {
@@ -862,24 +860,28 @@ const (
 // transaction coordinator that moves with it aborts our open transaction
 // and bumps the producer epoch, and our producer is fenced with no one else
 // in sight. Kafka Streams treats this as "task migrated": rejoin, re-init,
-// go on. So while the group still gives us our partitions the producer is
-// recreated and the batch comes again; its records are redelivered, so
-// nothing is lost or doubled. A real zombie (the group moved its partitions
-// to a newer instance) learns so at its next poll (partitions lost), and
-// recreating is bounded: fenced again within refenceWindow, or losing the
-// partitions soon after, means a newer instance holds our place, and the
-// loop stops with ErrFenced. A pair of instances with one transactional id
-// thus costs the newer one at most one aborted transaction.
+// go on. So the producer is recreated and the batch comes again; its
+// records are redelivered, so nothing is lost or doubled. That holds even
+// when the group took our partitions at the same moment: the same broker
+// may have coordinated the group too, and then the session expires while
+// its successor loads the group (TestFailoverCoordinatorKilledMidTransaction
+// kills such a broker), and the consumer rejoins by itself. Correctness
+// never rests on this choice: the new epoch fences any other holder of our
+// id, and offsets commit only with the group generation that owns them
+// (KIP-447). What it bounds is a livelock between two live instances with
+// one transactional id, each fencing the other: fenced again within
+// refenceWindow means such a twin exists, and the loop stops with
+// ErrFenced, which costs the other one aborted transaction at most.
 func (l *Loop) onFenced(ctx context.Context, err error) {
 	now := time.Now()
 	l.refenced = slices.DeleteFunc(l.refenced, func(t time.Time) bool { return now.Sub(t) > refenceWindow })
-	if l.consumer == nil || l.consumer.AssignmentLost() || len(l.refenced) >= maxRefence {
+	if l.consumer == nil || len(l.refenced) >= maxRefence {
 		l.stop = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
 		return
 	}
 	l.refenced = append(l.refenced, now)
-	l.log.Warn("producer fenced while the group still gives us our partitions (a coordinator moved?); recreating it",
-		zap.Error(err), zap.Int("recreations_in_window", len(l.refenced)))
+	l.log.Warn("producer fenced (a coordinator moved, or a twin with our transactional id started); recreating it",
+		zap.Error(err), zap.Int("recreations_in_window", len(l.refenced)), zap.Bool("assignment_lost", l.consumer.AssignmentLost()))
 	l.closeProducer()
 	l.stats.recreated.Add(1)
 	if err := l.newProducer(ctx); err != nil {
