@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -249,6 +251,25 @@ func TestValidateFindsEachViolation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A process that exits by itself is reported with the last line of its log,
+// which is where a service says why it gave up.
+func TestProcessExitedSaysWhy(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "stock-1.log")
+	body := strings.Repeat("a line of noise\n", 500) + "sagaflow stock: loop stopped: fenced\n\n"
+	if err := os.WriteFile(log, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := sagaFacts(t)
+	f.Exits = map[string]int{"stock-1: exit 1": 1}
+	f.LastWords = map[string]string{"stock-1": lastLine(log)}
+	for _, v := range validate(f) {
+		if v.Kind == "process-exited" && strings.Contains(v.Detail, `"sagaflow stock: loop stopped: fenced"`) {
+			return
+		}
+	}
+	t.Errorf("no process-exited violation with the log's last line in %v", validate(f))
 }
 
 // A saga the drain left running may hold a reservation and a charge: the

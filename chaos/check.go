@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sagaflow/sagaflow/orders"
@@ -52,6 +53,9 @@ type facts struct {
 	// failover is a bug even when its supervisor restarts it.
 	Exits        map[string]int
 	ExitsAllowed bool
+	// LastWords is, by process, the last line it wrote before its latest
+	// such exit: the reason it gave up.
+	LastWords map[string]string
 }
 
 // validate checks the invariants of docs/design.md on f and returns what is
@@ -63,7 +67,9 @@ func validate(f facts) []Violation {
 	}
 	if !f.ExitsAllowed {
 		for what, n := range f.Exits {
-			add("process-exited", "%s, %d time(s), with no fault on any service process", what, n)
+			name, _, _ := strings.Cut(what, ": ")
+			add("process-exited", "%s, %d time(s), with no fault on any service process; its last line before the exit: %q",
+				what, n, f.LastWords[name])
 		}
 	}
 	final := map[string]*saga.Instance{}

@@ -110,7 +110,7 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	f.ExitsAllowed = slices.ContainsFunc(kinds, func(k Kind) bool { return k == KillService || k == PauseService || k == Failpoint })
-	f.Exits = r.unstoppedExits()
+	f.Exits, f.LastWords = r.unstoppedExits()
 	vs = append(vs, validate(f)...)
 	vs = append(vs, r.traffic.violations...)
 	vs = append(vs, r.stopAll()...)
@@ -154,17 +154,21 @@ func (r *run) endLoad(ctx context.Context, stop context.CancelFunc, played <-cha
 }
 
 // unstoppedExits returns every process's exits so far that were not the
-// run's final stop, by "process: how".
-func (r *run) unstoppedExits() map[string]int {
-	out := map[string]int{}
+// run's final stop, by "process: how", and the last line each such process
+// wrote before its latest one, by process.
+func (r *run) unstoppedExits() (exits map[string]int, lastWords map[string]string) {
+	exits, lastWords = map[string]int{}, map[string]string{}
 	for name, p := range r.procs {
 		p.mu.Lock()
 		for how, n := range p.unstopped {
-			out[name+": "+how] += n
+			exits[name+": "+how] += n
+		}
+		if p.lastWords != "" {
+			lastWords[name] = p.lastWords
 		}
 		p.mu.Unlock()
 	}
-	return out
+	return exits, lastWords
 }
 
 // followQuiet is how long a follower may deliver nothing before it is

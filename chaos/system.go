@@ -3,11 +3,13 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,6 +40,9 @@ type proc struct {
 	// unstopped counts the exits that were not the run's final stop, by
 	// exit status or signal: kills, fencing, crashes.
 	unstopped map[string]int
+	// lastWords is the last line the process wrote before its latest
+	// unstopped exit: why it gave up, for the report.
+	lastWords string
 	exited    chan struct{} // closed when the current process is gone
 }
 
@@ -55,6 +60,7 @@ func (p *proc) start() error {
 		return err
 	}
 	cmd := p.launch(p.args, p.nextEnv)
+	dieWithParent(cmd)
 	p.nextEnv = nil
 	cmd.Stdout, cmd.Stderr = f, f
 	fmt.Fprintf(f, "=== chaos: start %d of %s at %s\n", p.starts+1, p.name, time.Now().Format(time.RFC3339Nano))
@@ -71,10 +77,12 @@ func (p *proc) start() error {
 		// Counted before exited closes, so that whoever waited for the
 		// exit (a stop, then the report) sees it counted.
 		how := exitOf(cmd.ProcessState)
+		words := lastLine(p.logPath)
 		p.mu.Lock()
 		p.exits[how]++
 		if !p.stopping {
 			p.unstopped[how]++
+			p.lastWords = words
 		}
 		p.mu.Unlock()
 		close(exited)
@@ -111,6 +119,30 @@ func (p *proc) supervise(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// lastLine returns the last non-empty line of the log at path, cut to 300
+// bytes: a service that gives up says why last ("sagaflow stock: ...").
+func lastLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 4096
+	buf := make([]byte, tail)
+	if st, err := f.Stat(); err == nil && st.Size() > tail {
+		_, _ = f.Seek(st.Size()-tail, io.SeekStart)
+	}
+	n, _ := io.ReadFull(f, buf)
+	text := strings.TrimSpace(string(buf[:n]))
+	if i := strings.LastIndexByte(text, '\n'); i >= 0 {
+		text = text[i+1:]
+	}
+	if len(text) > 300 {
+		text = text[:300] + "..."
+	}
+	return text
 }
 
 func exitOf(ps *os.ProcessState) string {
@@ -196,6 +228,7 @@ func (r *redisServer) start(ctx context.Context) error {
 	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no",
 		"--logfile", filepath.Join(r.dir, "redis.log"))
+	dieWithParent(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("chaos: start redis: %w", err)
 	}

@@ -31,6 +31,25 @@ func needRedisServer(t *testing.T) {
 	}
 }
 
+// keptOnFailure returns a folder for a chaos run's logs and data that is
+// removed after the test unless it failed, when it is kept and named: a
+// process's whole log is what explains a violation.
+func keptOnFailure(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sagaflow-"+t.Name()+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the run's logs are kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return dir
+}
+
 // TestChaosFindsAPlantedDoubleCharge shows that the chaos suite can fail:
 // the payment participants run with the planted bug (a redelivered charge
 // charges again), the suite re-publishes commands as a producer retry
@@ -42,7 +61,7 @@ func TestChaosFindsAPlantedDoubleCharge(t *testing.T) {
 	var progress kafkatest.Buffer
 	rep, err := chaos.Run(context.Background(), chaos.Config{Seed: 7, Duration: 30 * time.Second, Drain: 90 * time.Second,
 		Rate: 10, Clients: 16, Every: 3 * time.Second, Kinds: []chaos.Kind{chaos.Duplicate},
-		Brokers: brokers, Launch: testLauncher, Dir: t.TempDir(), Plant: "forget-charges", Progress: &progress})
+		Brokers: brokers, Launch: testLauncher, Dir: keptOnFailure(t), Plant: "forget-charges", Progress: &progress})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, progress.String())
 	}

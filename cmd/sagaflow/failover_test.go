@@ -32,7 +32,7 @@ func TestFailoverSystemSurvivesBrokerKills(t *testing.T) {
 	}
 	var progress kafkatest.Buffer
 	rep, err := chaos.Run(context.Background(), chaos.Config{Seed: 9, Duration: 115 * time.Second, Drain: time.Minute,
-		Rate: 10, Clients: 32, Faults: faults, Brokers: brokers, Kafka: nodes, Launch: testLauncher, Dir: t.TempDir(),
+		Rate: 10, Clients: 32, Faults: faults, Brokers: brokers, Kafka: nodes, Launch: testLauncher, Dir: keptOnFailure(t),
 		Progress: &progress})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, progress.String())

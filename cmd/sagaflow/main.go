@@ -208,7 +208,20 @@ func (in *infra) logger() (*zap.Logger, error) {
 func (in *infra) ensureTopics(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	return kafkatx.CreateTopics(ctx, *in.kafka, in.wire().Topics.Specs(*in.partitions, in.windows))
+	for {
+		err := kafkatx.CreateTopics(ctx, *in.kafka, in.wire().Topics.Specs(*in.partitions, in.windows))
+		// A broker restarting or a controller moving answers for a moment
+		// with a transport failure; a service started then waits for it,
+		// for a minute, rather than exit into its supervisor's restart.
+		if err == nil || !kafkatx.Unavailable(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // redisClient connects to --redis (host:port or a redis:// URL) and checks

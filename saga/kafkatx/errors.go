@@ -1,6 +1,7 @@
 package kafkatx
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,6 +24,9 @@ var (
 	// ErrPoison marks a record no retry can fix (it cannot be decoded, or it
 	// names something that does not exist). Wrap it with Poison.
 	ErrPoison = errors.New("kafkatx: poison record")
+	// errStoppedInInit means the stop cut short a new producer's wait for
+	// Kafka: a stop, not a failure.
+	errStoppedInInit = errors.New("kafkatx: stopped while initializing transactions")
 )
 
 // PoisonError is returned by a handler to set one record aside: the loop
@@ -75,6 +79,29 @@ func kafkaErr(err error) (kafka.Error, bool) {
 	var ke kafka.Error
 	ok := errors.As(err, &ke)
 	return ke, ok
+}
+
+// Unavailable reports whether err means Kafka could not be reached or was
+// between owners (a broker down, a coordinator moving or loading, a request
+// timing out), so the same call can succeed later. Settings, authorization
+// and fencing errors are not: waiting does not fix them.
+func Unavailable(err error) bool {
+	ke, ok := kafkaErr(err)
+	if !ok {
+		return errors.Is(err, context.DeadlineExceeded)
+	}
+	if ke.IsFatal() || fenced(err) {
+		return false
+	}
+	switch ke.Code() {
+	case kafka.ErrTimedOut, kafka.ErrTimedOutQueue, kafka.ErrTransport, kafka.ErrAllBrokersDown,
+		kafka.ErrNotCoordinator, kafka.ErrCoordinatorNotAvailable, kafka.ErrCoordinatorLoadInProgress,
+		kafka.ErrRequestTimedOut, kafka.ErrNetworkException, kafka.ErrBrokerNotAvailable,
+		kafka.ErrLeaderNotAvailable, kafka.ErrNotController, kafka.ErrNotEnoughReplicas,
+		kafka.ErrNotEnoughReplicasAfterAppend, kafka.ErrConcurrentTransactions:
+		return true
+	}
+	return ke.IsRetriable()
 }
 
 // fenced reports whether err means another producer with our transactional id

@@ -214,6 +214,9 @@ func (l *Loop) run(ctx context.Context) error {
 	l.ctx = ctx
 	defer l.stats.assigned.Store(0) // whichever way it ends, it owns nothing after
 	if err := l.newProducer(ctx); err != nil {
+		if errors.Is(err, errStoppedInInit) {
+			return nil // stopped before anything began
+		}
 		return err
 	}
 	defer l.closeProducer()
@@ -260,6 +263,12 @@ func (l *Loop) run(ctx context.Context) error {
 			(idle || len(l.batch) >= l.cfg.MaxBatch || time.Since(l.batchStart) >= l.cfg.MaxInterval) {
 			l.flush(ctx)
 		}
+	}
+	if errors.Is(l.stop, errStoppedInInit) {
+		// The stop came while a new producer waited for Kafka: no
+		// transaction is open and nothing is held that was not given back.
+		l.log.Info("loop stopped while waiting for Kafka to initialize a producer")
+		return nil
 	}
 	if l.stop != nil {
 		if errors.Is(l.stop, ErrFenced) {
@@ -779,7 +788,52 @@ func (l *Loop) newConsumer() error {
 	return nil
 }
 
+// newProducer creates the transactional producer and initializes it:
+// InitTransactions fences any older producer with our transactional id and
+// finishes or aborts its open transaction. While Kafka cannot answer (a
+// broker down, the transaction coordinator moving or loading) it is tried
+// again for as long as ctx lives, each time with a new producer. Exiting
+// would only restart the process into the same wait: on a slow machine that
+// wait outlasted the transaction timeout and the orchestrator exited in the
+// failover test. A new producer, not the same call again: librdkafka asks
+// for the call to be repeated after a timeout ("retry call to resume"), but
+// after a transport failure during a coordinator's load the repeated calls
+// timed out for minutes while a new process got its producer id at once.
+// Fencing and every other error end it.
 func (l *Loop) newProducer(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for since := time.Now(); ; {
+		if err := l.createProducer(); err != nil {
+			return err
+		}
+		// Bounded by the transaction timeout and ended by ctx: no
+		// transaction is open yet, so a stop may cut it short.
+		cctx, cancel := context.WithTimeout(ctx, l.cfg.TransactionTimeout)
+		l.inCall.Store(time.Now().UnixNano())
+		err := l.producer.InitTransactions(cctx)
+		l.inCall.Store(0)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case fenced(err):
+			return fmt.Errorf("kafkatx: producer %s: %w (%s): %v", l.cfg.TransactionalID, ErrFenced, l.cfg.TransactionalID, err)
+		case ctx.Err() != nil:
+			l.closeProducer()
+			return fmt.Errorf("%w: %v", errStoppedInInit, err)
+		case !Unavailable(err):
+			return fmt.Errorf("kafkatx: producer %s: init transactions: %w", l.cfg.TransactionalID, err)
+		}
+		l.log.Warn("Kafka cannot initialize our transactions yet; trying again with a new producer",
+			zap.Error(err), zap.Duration("waited", time.Since(since)))
+		l.closeProducer()
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// createProducer creates the transactional producer, not yet initialized.
+func (l *Loop) createProducer() error {
 	cm := kafka.ConfigMap{
 		"bootstrap.servers":      l.cfg.Brokers,
 		"client.id":              l.cfg.TransactionalID,
@@ -839,13 +893,6 @@ func (l *Loop) newProducer(ctx context.Context) error {
 		}
 	}()
 	l.producer, l.prodDone = p, done
-	err = l.retry(ctx, "init transactions", func(ctx context.Context) error { return p.InitTransactions(ctx) })
-	if err != nil {
-		if fenced(err) {
-			err = fmt.Errorf("%w (%s): %v", ErrFenced, l.cfg.TransactionalID, err)
-		}
-		return fmt.Errorf("kafkatx: producer %s: %w", l.cfg.TransactionalID, err)
-	}
 	return nil
 }
 

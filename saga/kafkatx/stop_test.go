@@ -154,3 +154,34 @@ func testStopIsBoundedWhateverTheLoopDoes(t *testing.T, brokers string) {
 	}
 	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
 }
+
+// A loop whose Kafka cannot be reached waits for it, however long, instead
+// of failing after one transaction timeout (which made the services exit
+// while a coordinator moved on a slow machine), and a stop ends the wait
+// promptly, as a clean stop. No broker is needed: nothing answers on the
+// address.
+func TestLoopWaitsForKafkaAndStopsCleanly(t *testing.T) {
+	l, err := kafkatx.New(kafkatx.Config{Brokers: "127.0.0.1:1", Group: "g", Topics: []string{"in"},
+		TransactionalID: "waits", TransactionTimeout: time.Second, StopTimeout: 5 * time.Second},
+		func(context.Context, []kafkatx.Record, *kafkatx.Sink) error { return nil }, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Run gave up on an unreachable Kafka within 4 transaction timeouts: %v", err)
+	case <-time.After(4 * time.Second):
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("a stop while waiting for Kafka returned %v, want nil", err)
+		}
+	case <-time.After(stopBound):
+		t.Fatalf("Run did not return within %s of the stop", stopBound)
+	}
+}
