@@ -350,6 +350,12 @@ func (l *Loop) flush(ctx context.Context) bool {
 	l.batch, l.polled = nil, nil
 	poison := map[recordID][]Message{}
 	for {
+		if l.stop != nil {
+			// Setting a poison record aside aborted the attempt, and the
+			// producer could not be recreated: there is none to go on with.
+			l.giveBack(ctx, batch, true)
+			return false
+		}
 		live := batch
 		if len(poison) > 0 {
 			live = make([]Record, 0, len(batch))
@@ -813,20 +819,20 @@ func (l *Loop) newProducer(ctx context.Context) error {
 		err := l.producer.InitTransactions(cctx)
 		l.inCall.Store(0)
 		cancel()
-		switch {
-		case err == nil:
+		if err == nil {
 			return nil
+		}
+		l.closeProducer()
+		switch {
 		case fenced(err):
 			return fmt.Errorf("kafkatx: producer %s: %w (%s): %v", l.cfg.TransactionalID, ErrFenced, l.cfg.TransactionalID, err)
 		case ctx.Err() != nil:
-			l.closeProducer()
 			return fmt.Errorf("%w: %v", errStoppedInInit, err)
 		case !Unavailable(err):
 			return fmt.Errorf("kafkatx: producer %s: init transactions: %w", l.cfg.TransactionalID, err)
 		}
 		l.log.Warn("Kafka cannot initialize our transactions yet; trying again with a new producer",
 			zap.Error(err), zap.Duration("waited", time.Since(since)))
-		l.closeProducer()
 		sleep(ctx, backoff)
 		backoff = min(2*backoff, 5*time.Second)
 	}
