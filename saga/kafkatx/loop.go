@@ -503,11 +503,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 func (l *Loop) commit(ctx context.Context) error {
 	deadline := l.deadline(ctx)
 	for {
-		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		l.inCall.Store(time.Now().UnixNano())
-		err := l.producer.CommitTransaction(cctx)
-		l.inCall.Store(0)
-		cancel()
+		err := l.call(context.WithoutCancel(ctx), deadline, l.producer.CommitTransaction)
 		if err == nil {
 			return nil
 		}
@@ -532,17 +528,23 @@ func (l *Loop) deadline(ctx context.Context) time.Time {
 	return deadline
 }
 
+// call runs one transactional call of the client library with its own
+// deadline, marked in inCall while it runs for the wedge watch of Run.
+func (l *Loop) call(parent context.Context, deadline time.Time, f func(context.Context) error) error {
+	cctx, cancel := context.WithDeadline(parent, deadline)
+	defer cancel()
+	l.inCall.Store(time.Now().UnixNano())
+	defer l.inCall.Store(0)
+	return f(cctx)
+}
+
 // retry runs f again while Kafka calls its error retriable (a coordinator
 // moving, a request timing out before it was sent), bounded by the
 // transaction timeout.
 func (l *Loop) retry(ctx context.Context, what string, f func(context.Context) error) error {
 	deadline := l.deadline(ctx)
 	for {
-		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		l.inCall.Store(time.Now().UnixNano())
-		err := f(cctx)
-		l.inCall.Store(0)
-		cancel()
+		err := l.call(context.WithoutCancel(ctx), deadline, f)
 		if err == nil {
 			return nil
 		}
@@ -814,11 +816,7 @@ func (l *Loop) newProducer(ctx context.Context) error {
 		}
 		// Bounded by the transaction timeout and ended by ctx: no
 		// transaction is open yet, so a stop may cut it short.
-		cctx, cancel := context.WithTimeout(ctx, l.cfg.TransactionTimeout)
-		l.inCall.Store(time.Now().UnixNano())
-		err := l.producer.InitTransactions(cctx)
-		l.inCall.Store(0)
-		cancel()
+		err := l.call(ctx, time.Now().Add(l.cfg.TransactionTimeout), l.producer.InitTransactions)
 		if err == nil {
 			return nil
 		}
