@@ -56,6 +56,15 @@ type Config struct {
 	// Kafka: when they are slow, waiting requests would only pile up, hold
 	// connections and time out together. Default 512.
 	MaxInFlight int
+	// MaxBacklog is how long the orders already running may take to end, at
+	// the pace orders ended over the last 10 s, before a new one is
+	// refused 503 with Retry-After. Without it an API that accepts faster
+	// than the participants work only lengthens their queues, until steps
+	// time out on commands still queued and their retries load them more
+	// (docs/chaos.md). The first 100 running orders are always accepted,
+	// so a quiet or just-started system never refuses. Default 10s, near
+	// the step timeout; negative: never refuse for the backlog.
+	MaxBacklog time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -88,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 512
+	}
+	if c.MaxBacklog == 0 {
+		c.MaxBacklog = 10 * time.Second
 	}
 	return c
 }
@@ -202,7 +214,7 @@ func New(cfg Config, deps Deps, log *zap.Logger) (*Service, error) {
 	}
 	// The idempotency middleware reads the body whole (to fingerprint it)
 	// with its own limit, so only an announced size is refused before it.
-	s.handle("POST /orders", s.shed(s.refuseLarge(requireKey(idem(http.HandlerFunc(s.placeOrder))))))
+	s.handle("POST /orders", s.shed(s.backlogged(s.refuseLarge(requireKey(idem(http.HandlerFunc(s.placeOrder)))))))
 	s.handle("GET /orders", http.HandlerFunc(s.listOrders))
 	s.handle("GET /orders/{id}", http.HandlerFunc(s.getOrder))
 	s.handle("GET /orders/{id}/events", http.HandlerFunc(s.orderEvents))
@@ -496,6 +508,37 @@ func (s *Service) shed(h http.Handler) http.Handler {
 			writeProblem(w, http.StatusServiceUnavailable, "overloaded", "Too many orders at once",
 				fmt.Sprintf("This instance is serving %d orders already; retry in a moment with the same Idempotency-Key.", cap(s.inFlight)))
 		}
+	})
+}
+
+// backlogFloor is how many running orders are accepted whatever the pace:
+// at start the pace is not known yet, and a handful of orders is no backlog.
+const backlogFloor = 100
+
+// backlogged serves h unless the orders already running would take longer
+// than MaxBacklog to end at the pace they end now (MaxBacklog). It runs
+// before the idempotency middleware: a refusal costs no Redis round trip,
+// and a 503 is never recorded, so the client's retry with the same key is
+// a first attempt again.
+func (s *Service) backlogged(h http.Handler) http.Handler {
+	if s.cfg.MaxBacklog < 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		running, pace := s.deps.Orders.Backlog()
+		if running <= backlogFloor || float64(running) <= pace*s.cfg.MaxBacklog.Seconds() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		s.metrics.backlogged.Add(1)
+		wait := "none ended in the last 10 s"
+		if pace > 0 {
+			wait = fmt.Sprintf("they end at %.1f per second, so a new one would wait about %s", pace,
+				time.Duration(float64(running)/pace*float64(time.Second)).Round(time.Second))
+		}
+		w.Header().Set("Retry-After", "2")
+		writeProblem(w, http.StatusServiceUnavailable, "backlogged", "Too many orders still running",
+			fmt.Sprintf("%d orders are still running and %s; retry in a moment with the same Idempotency-Key.", running, wait))
 	})
 }
 

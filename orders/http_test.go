@@ -419,3 +419,75 @@ func TestPlaceOrderShedsLoadWhileKafkaStalls(t *testing.T) {
 		t.Fatalf("retry of the shed request: %s", r)
 	}
 }
+
+// A POST while the running orders would take longer than MaxBacklog to end
+// at their pace is refused at once (503 backlogged, before Redis is asked);
+// once they end fast enough, the same request goes through to the next
+// stage (here the idempotency store, which this lite service cannot reach).
+func TestPlaceOrderRefusedWhileBacklogged(t *testing.T) {
+	post := func(svc *Service) response {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(teaForAlice))
+		req.Header.Set("Idempotency-Key", "backlog-key")
+		svc.ServeHTTP(rec, req)
+		return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	}
+	svc, m := newLiteService(t, Config{}, nil)
+	if p := post(svc).problem(t); strings.Contains(p.Type, "backlogged") {
+		t.Fatalf("refused with no order running: %+v", p)
+	}
+	m.mu.Lock()
+	for i := range backlogFloor + 50 {
+		m.create(OrderPlaced{OrderID: "running-" + strconv.Itoa(i), CustomerID: "alice"}, time.Now())
+	}
+	m.mu.Unlock()
+
+	r := post(svc)
+	if p := r.problem(t); r.status != http.StatusServiceUnavailable || !strings.Contains(p.Type, "backlogged") ||
+		r.header.Get("Retry-After") == "" || !strings.Contains(p.Detail, "none ended") {
+		t.Fatalf("150 running, none ending: %s, want 503 backlogged with Retry-After", r)
+	}
+
+	// 10 ends a second: 150 running take 15 s, over the default 10 s.
+	m.mu.Lock()
+	for range 100 {
+		m.pace.add(time.Now().Add(-2 * time.Second))
+	}
+	m.mu.Unlock()
+	if p := post(svc).problem(t); !strings.Contains(p.Type, "backlogged") || !strings.Contains(p.Detail, "about 15s") {
+		t.Fatalf("150 running at 10/s: %+v, want backlogged, a 15s wait", p)
+	}
+	// 30 a second: 5 s, under it.
+	m.mu.Lock()
+	for range 200 {
+		m.pace.add(time.Now().Add(-3 * time.Second))
+	}
+	m.mu.Unlock()
+	if p := post(svc).problem(t); strings.Contains(p.Type, "backlogged") {
+		t.Fatalf("150 running at 30/s refused: %+v", p)
+	}
+
+	off, m2 := newLiteService(t, Config{MaxBacklog: -1}, nil)
+	m2.mu.Lock()
+	for i := range backlogFloor + 50 {
+		m2.create(OrderPlaced{OrderID: "running-" + strconv.Itoa(i), CustomerID: "alice"}, time.Now())
+	}
+	m2.mu.Unlock()
+	if p := post(off).problem(t); strings.Contains(p.Type, "backlogged") {
+		t.Fatalf("refused with MaxBacklog < 0: %+v", p)
+	}
+}
+
+// The pace counts the whole seconds of the window before now's, not the
+// current one (still filling) nor older ones.
+func TestPaceCountsTheLastWholeSeconds(t *testing.T) {
+	var p pace
+	now := time.Unix(1_000_000, 500_000_000)
+	p.add(now.Add(-(paceWindow + 1) * time.Second)) // too old by the time of now
+	p.add(now.Add(-paceWindow * time.Second))       // counted, the window's oldest
+	p.add(now.Add(-time.Second))                    // counted
+	p.add(now)                                      // this second: not yet
+	if got, want := p.rate(now), 2.0/paceWindow; got != want {
+		t.Fatalf("rate %v, want %v", got, want)
+	}
+}

@@ -18,6 +18,8 @@ type metrics struct {
 	placed atomic.Int64
 	// shed counts POST /orders refused because MaxInFlight were in flight.
 	shed atomic.Int64
+	// backlogged counts POST /orders refused because of MaxBacklog.
+	backlogged atomic.Int64
 
 	mu       sync.Mutex
 	requests map[requestKey]*requestStats
@@ -63,6 +65,8 @@ func (s *Service) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(b, "sagaflow_orders_placed_total %d\n", s.metrics.placed.Load())
 	family("sagaflow_orders_shed_total", "counter", "POST /orders answered 503 at once because MaxInFlight were in flight.")
 	fmt.Fprintf(b, "sagaflow_orders_shed_total %d\n", s.metrics.shed.Load())
+	family("sagaflow_orders_backlogged_total", "counter", "POST /orders answered 503 at once because the running orders would take longer than MaxBacklog to end.")
+	fmt.Fprintf(b, "sagaflow_orders_backlogged_total %d\n", s.metrics.backlogged.Load())
 
 	family("sagaflow_orders", "gauge", "Orders in the read model, by status (the saga's state; Placed before it starts).")
 	counts := s.deps.Orders.Counts()

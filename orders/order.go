@@ -47,6 +47,12 @@ const (
 	StatusFailed       Status = "Failed"
 )
 
+// Terminal says whether an order in this status has ended: Completed,
+// Cancelled, or Failed (which waits for an operator).
+func (s Status) Terminal() bool {
+	return s == StatusCompleted || s == StatusCancelled || s == StatusFailed
+}
+
 // Statuses returns every status, in the order an order can reach them.
 func Statuses() []Status { return slices.Clone(statuses) }
 

@@ -107,6 +107,8 @@ type ReadModel struct {
 	// ended lists the orders that ended, oldest end first, for the sweep
 	// that moves them to the archive.
 	ended []endedOrder
+	// pace counts the ends read in each of the last seconds (Backlog).
+	pace pace
 
 	applied, skipped, archived atomic.Int64
 }
@@ -268,9 +270,12 @@ func (m *ReadModel) sweep(ctx context.Context, now time.Time) int {
 	return len(due)
 }
 
-// noteEnd queues an order that reached Completed or Cancelled for the sweep.
-// m.mu is held.
+// noteEnd counts an order that ended towards the pace, and queues one that
+// reached Completed or Cancelled for the sweep. m.mu is held.
 func (m *ReadModel) noteEnd(o Order, was Status) {
+	if o.Status.Terminal() && !was.Terminal() {
+		m.pace.add(time.Now())
+	}
 	if (o.Status == StatusCompleted || o.Status == StatusCancelled) && was != o.Status {
 		// When it ended, not when it was read: after a restart the
 		// replayed orders that ended long ago go to the archive at once.
@@ -326,6 +331,51 @@ func (m *ReadModel) Counts() map[Status]int {
 		out[s] = m.counts[s]
 	}
 	return out
+}
+
+// Backlog returns how many orders are running (placed, not ended; a Failed
+// order waits for an operator and costs nothing) and how many ended per
+// second over the last paceWindow, as read from Kafka. Their ratio is about
+// how long a new order would wait behind them (Little's law).
+func (m *ReadModel) Backlog() (running int, perSecond float64) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	running = m.counts[StatusPlaced] + m.counts[StatusRunning] + m.counts[StatusCompensating]
+	return running, m.pace.rate(time.Now())
+}
+
+// paceWindow is how far back Backlog's pace looks: long enough that one
+// slow second (a commit that waited) does not make the API refuse, short
+// enough that a stalled system shows within seconds.
+const paceWindow = 10
+
+// pace is a ring of per-second counts: the paceWindow seconds before the
+// current one, and the current one, which is still filling. add is called
+// with the time of day, which does not go back (a second older than a
+// slot's would take its place).
+type pace struct {
+	sec   [paceWindow + 1]int64 // the Unix second each slot counts
+	count [paceWindow + 1]int
+}
+
+func (p *pace) add(now time.Time) {
+	s := now.Unix()
+	i := s % (paceWindow + 1)
+	if p.sec[i] != s {
+		p.sec[i], p.count[i] = s, 0
+	}
+	p.count[i]++
+}
+
+// rate is the ends per second over the paceWindow whole seconds before now's.
+func (p *pace) rate(now time.Time) float64 {
+	s, n := now.Unix(), 0
+	for i := range p.sec {
+		if d := s - p.sec[i]; d >= 1 && d <= paceWindow {
+			n += p.count[i]
+		}
+	}
+	return float64(n) / paceWindow
 }
 
 // Stats says how many records the read model applied and skipped

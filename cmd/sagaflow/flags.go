@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"os"
+	"time"
 
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
 
@@ -27,6 +28,7 @@ func sagaTimingFlags(fs *flag.FlagSet, def orders.SagaConfig) func() orders.Saga
 // httpFlags are the orders service's flags, which `orders` and `demo` share.
 type httpFlags struct {
 	addr, token *string
+	maxBacklog  *time.Duration
 }
 
 // ordersFlags registers --addr (default addr, help addrHelp) and
@@ -35,6 +37,8 @@ func ordersFlags(fs *flag.FlagSet, addr, addrHelp string) *httpFlags {
 	return &httpFlags{
 		addr:  fs.String("addr", addr, addrHelp),
 		token: fs.String("operator-token", "", "bearer token of the operator endpoints (env SAGAFLOW_OPERATOR_TOKEN; prefer the environment, flags show in ps); none: they answer 401"),
+		maxBacklog: fs.Duration("max-backlog", 10*time.Second,
+			"refuse a new order (503 backlogged) while the running ones would take longer than this to end at the pace they end now; negative: never"),
 	}
 }
 
@@ -45,7 +49,7 @@ func (h *httpFlags) config() orders.Config {
 	if token == "" {
 		token = os.Getenv("SAGAFLOW_OPERATOR_TOKEN")
 	}
-	return orders.Config{OperatorToken: token}
+	return orders.Config{OperatorToken: token, MaxBacklog: *h.maxBacklog}
 }
 
 // windowFlags registers the retention windows (docs/design.md, "Bounded
