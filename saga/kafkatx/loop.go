@@ -120,7 +120,10 @@ type Loop struct {
 	stop error
 	// inCall is when the transactional call in progress began (unix
 	// nanos), 0 when none is: Run's wedge watchdog reads it.
-	inCall   atomic.Int64
+	inCall atomic.Int64
+	// callName names that call, for the watchdog's log: which call wedged
+	// is what tells a client bug from a broker that never answered.
+	callName atomic.Pointer[string]
 	failures int
 	ctx      context.Context
 	// protocol is the group's rebalance protocol, learnt at the first
@@ -191,9 +194,13 @@ wait:
 		case <-tick.C:
 			if at := l.inCall.Load(); at != 0 && time.Since(time.Unix(0, at)) > l.cfg.WedgeTimeout {
 				l.stats.assigned.Store(0)
+				call := "?"
+				if name := l.callName.Load(); name != nil {
+					call = *name
+				}
 				l.log.Error("a transactional call has not returned; abandoning the loop so that the process is restarted and its successor fences this producer",
-					zap.Duration("wedge_timeout", l.cfg.WedgeTimeout))
-				return fmt.Errorf("%w (%s)", ErrWedged, l.cfg.WedgeTimeout)
+					zap.String("call", call), zap.Duration("wedge_timeout", l.cfg.WedgeTimeout))
+				return fmt.Errorf("%w (%s, for %s)", ErrWedged, call, l.cfg.WedgeTimeout)
 			}
 		}
 	}
@@ -503,7 +510,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 func (l *Loop) commit(ctx context.Context) error {
 	deadline := l.deadline(ctx)
 	for {
-		err := l.call(context.WithoutCancel(ctx), deadline, l.producer.CommitTransaction)
+		err := l.call(context.WithoutCancel(ctx), deadline, "commit transaction", l.producer.CommitTransaction)
 		if err == nil {
 			return nil
 		}
@@ -528,11 +535,13 @@ func (l *Loop) deadline(ctx context.Context) time.Time {
 	return deadline
 }
 
-// call runs one transactional call of the client library with its own
-// deadline, marked in inCall while it runs for the wedge watch of Run.
-func (l *Loop) call(parent context.Context, deadline time.Time, f func(context.Context) error) error {
+// call runs one transactional call of the client library (named what) with
+// its own deadline, marked in inCall while it runs for the wedge watch of
+// Run.
+func (l *Loop) call(parent context.Context, deadline time.Time, what string, f func(context.Context) error) error {
 	cctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
+	l.callName.Store(&what)
 	l.inCall.Store(time.Now().UnixNano())
 	defer l.inCall.Store(0)
 	return f(cctx)
@@ -544,7 +553,7 @@ func (l *Loop) call(parent context.Context, deadline time.Time, f func(context.C
 func (l *Loop) retry(ctx context.Context, what string, f func(context.Context) error) error {
 	deadline := l.deadline(ctx)
 	for {
-		err := l.call(context.WithoutCancel(ctx), deadline, f)
+		err := l.call(context.WithoutCancel(ctx), deadline, what, f)
 		if err == nil {
 			return nil
 		}
@@ -816,7 +825,7 @@ func (l *Loop) newProducer(ctx context.Context) error {
 		}
 		// Bounded by the transaction timeout and ended by ctx: no
 		// transaction is open yet, so a stop may cut it short.
-		err := l.call(ctx, time.Now().Add(l.cfg.TransactionTimeout), l.producer.InitTransactions)
+		err := l.call(ctx, time.Now().Add(l.cfg.TransactionTimeout), "init transactions", l.producer.InitTransactions)
 		if err == nil {
 			return nil
 		}

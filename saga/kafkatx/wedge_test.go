@@ -66,6 +66,11 @@ func TestLoopStuckInATransactionalCallIsGivenUp(t *testing.T) {
 	if !errors.Is(err, ErrWedged) {
 		t.Fatalf("Run = %v after %s, want ErrWedged", err, took.Round(time.Millisecond))
 	}
+	// The error names the call, so that the process's last line says which
+	// one wedged.
+	if !strings.Contains(err.Error(), "send offsets") {
+		t.Errorf("Run = %v: it does not name the call that did not return (send offsets)", err)
+	}
 	if took > 45*time.Second {
 		t.Errorf("Run gave up after %s; want soon after the 3s wedge timeout (plus joining the group)", took.Round(time.Millisecond))
 	}
