@@ -62,7 +62,12 @@ func TestFailoverMarkersReachAPartitionThatWasLeaderless(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create %s on broker %d: %v", topic, x, err)
 	}
-	t.Cleanup(func() { _, _ = ac.DeleteTopics(context.Background(), []string{topic}) })
+	// A defer, not t.Cleanup: it must run before ac.Close above.
+	defer func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer dcancel()
+		_, _ = ac.DeleteTopics(dctx, []string{topic})
+	}()
 	t.Logf("transactions of %s are coordinated by broker %d; %s lives on broker %d alone", tid, tc, topic, x)
 
 	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "transactional.id": tid,
