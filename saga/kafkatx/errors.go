@@ -104,6 +104,23 @@ func Unavailable(err error) bool {
 	return ke.IsRetriable()
 }
 
+// metadataLags reports whether err is what a partition query answers while
+// the cluster's metadata moves (a broker restarting, a leader being elected):
+// worth asking again. A topic that truly does not exist answers the same,
+// so a caller asks again only for a bounded time.
+func metadataLags(err error) bool {
+	ke, ok := kafkaErr(err)
+	if !ok {
+		return false
+	}
+	switch ke.Code() {
+	case kafka.ErrUnknownPartition, kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic,
+		kafka.ErrNotLeaderForPartition, kafka.ErrLeaderNotAvailable:
+		return true
+	}
+	return Unavailable(err)
+}
+
 // fenced reports whether err means another producer with our transactional id
 // is now the owner.
 func fenced(err error) bool {

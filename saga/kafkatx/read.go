@@ -115,13 +115,27 @@ func highWatermarks(ctx context.Context, brokers, topic string, partitions []int
 		return nil, fmt.Errorf("kafkatx: reader: %w", err)
 	}
 	defer c.Close()
+	// While a broker restarts, the client's metadata can miss the partition
+	// or its leader for a moment ("Local: Unknown partition"): a restore
+	// that gave up on that exited the process in a long chaos run. Such
+	// answers are asked again until the context's deadline, or 30 s.
+	end := time.Now().Add(30 * time.Second)
+	if d, ok := ctx.Deadline(); ok {
+		end = d
+	}
 	out := make(map[int32]watermarks, len(partitions))
 	for _, p := range partitions {
-		lo, hi, err := c.QueryWatermarkOffsets(topic, p, timeoutMs(ctx, 30_000))
-		if err != nil {
-			return nil, fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
+		for {
+			lo, hi, err := c.QueryWatermarkOffsets(topic, p, max(1, int(time.Until(end).Milliseconds())))
+			if err == nil {
+				out[p] = watermarks{lo, hi}
+				break
+			}
+			if !metadataLags(err) || ctx.Err() != nil || time.Now().After(end) {
+				return nil, fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
+			}
+			sleep(ctx, 200*time.Millisecond)
 		}
-		out[p] = watermarks{lo, hi}
 	}
 	return out, nil
 }
