@@ -322,3 +322,18 @@ func TestReportSaysTheVerdictAndDrawsTheFaults(t *testing.T) {
 		t.Errorf("a failed report:\n%s", text.String())
 	}
 }
+
+// A refused POST is counted by its problem type as well as its status, so
+// the report tells load shed on purpose from a dependency that was down.
+func TestProblemKindNamesTheRefusal(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"type":"urn:sagaflow:problem:backlogged","status":503}`: " (backlogged)",
+		`{"type":"urn:sagaflow:problem:unavailable"}`:             " (unavailable)",
+		`upstream connect error`:                                  "",
+		`{"status":503}`:                                          "",
+	} {
+		if got := problemKind([]byte(body)); got != want {
+			t.Errorf("problemKind(%s) = %q, want %q", body, got, want)
+		}
+	}
+}

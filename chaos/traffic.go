@@ -235,9 +235,23 @@ func (t *traffic) postOnce(ctx context.Context, key string, body []byte) (id, st
 	switch res.StatusCode {
 	case http.StatusServiceUnavailable, http.StatusConflict, http.StatusTooManyRequests,
 		http.StatusInternalServerError, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return "", res.Status, true
+		return "", res.Status + problemKind(b), true
 	}
 	return "", res.Status + ": " + strings.TrimSpace(string(b)), false
+}
+
+// problemKind names the kind of a problem+json answer, e.g. " (backlogged)"
+// for urn:sagaflow:problem:backlogged, so that the report tells a 503 that
+// shed load from one of a dependency that could not be reached. Empty when
+// the body is no problem.
+func problemKind(body []byte) string {
+	var p struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(body, &p) != nil || p.Type == "" {
+		return ""
+	}
+	return " (" + p.Type[strings.LastIndex(p.Type, ":")+1:] + ")"
 }
 
 // onEvent is the follower's callback on the events topic.
