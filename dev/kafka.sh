@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dev/kafka.sh: Apache Kafka in KRaft mode from Maven Central, for the tests,
-# the chaos suite and the benchmark. Each node is one JVM that is both broker
-# and controller, listening on loopback only.
+# the chaos suite and the benchmark, listening on loopback only. The 1-node
+# mode is two JVMs: broker 1 and a controller of its own (node 0); each node
+# of the 3-node mode is one JVM that is both broker and controller.
 #
 #   dev/kafka.sh up [--brokers 1|3]    fetch, start every node, wait until a
 #                                      transactional probe passes (dev/check)
@@ -22,12 +23,27 @@
 #   dev/kafka.sh run CLASS [ARG...]    run a Kafka tool with the broker's jars,
 #       e.g. run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:19092 --list
 #
-# Modes: 1 node (broker 127.0.0.1:19092, controller :19093), or 3 nodes
+# Modes: 1 node (broker 127.0.0.1:19092, its controller :19093), or 3 nodes
 # (brokers :19092 :19094 :19096, controllers :19093 :19095 :19097, replication
 # factor 3, min.insync.replicas 2). They keep their data apart
 # (.cache/kafka/single, .cache/kafka/cluster3); starting one stops the other.
 # The mode is --brokers N, else KAFKA_BROKERS; node commands use the mode that
-# is running. Node numbers are 1..N.
+# is running. Node numbers are 1..N; in the 1-node mode node 0 is the
+# controller, which every command without node numbers includes.
+#
+# Why the 1-node mode has a controller of its own: a broker killed and
+# restarted together with its controller (one JVM) comes back before the
+# controller has fenced its old registration. It then leads its partitions
+# for a moment on the old registration, the controller fences it (every
+# partition loses its only leader) and elects it again: two leader changes
+# within a second. Kafka 4.0.2's group coordinator lost track of its state
+# in that flapping (a group stuck in a rebalance for minutes, in a long
+# chaos run), and 4.1 to 4.4 skip commit markers in it (below). With the
+# controller alive, `start` waits until it has fenced the killed broker
+# (broker.session.timeout.ms after the kill), and the broker comes back to
+# partitions without a leader and is elected once. The session timeout is
+# longer than the chaos suite's broker pauses (at most 8 s), so a pause
+# fences nothing.
 #
 # Environment: KAFKA_VERSION (4.0.2; see "Why Kafka 4.0.2" below), KAFKA_BROKERS, KAFKA_WAIT (seconds for
 # up/start, 90), KAFKA_HEAP_OPTS (-Xms256m -Xmx1g), KAFKA_STOP_WAIT (30),
@@ -70,6 +86,16 @@ CHECK_LOG=$CACHE/bin/check-build.log
 cluster_id() { if (($1 == 1)); then echo c2FnYWZsb3ctZGV2LWtmaw; else echo c2FnYWZsb3ctZGV2LWtmMw; fi; }
 
 state_dir() { if (($1 == 1)); then echo "$CACHE/kafka/single"; else echo "$CACHE/kafka/cluster$1"; fi; }
+# layout MODE: how the mode's nodes are laid out; a mode's data is started
+# afresh when its layout (or the Kafka version) changes.
+layout() { if (($1 == 1)); then echo "controller+broker"; else echo "combined"; fi; }
+# all_nodes MODE: every node of the mode, the 1-node mode's controller first.
+all_nodes() { if (($1 == 1)); then echo "0 1"; else seq 1 "$1" | tr '\n' ' '; fi; }
+# listen_port MODE NODE: the port that says the node is up.
+listen_port() { if (($2 == 0)); then controller_port 1; else broker_port "$2"; fi; }
+# session_ms MODE: broker.session.timeout.ms (see "Why the 1-node mode ..."
+# above; in the 3-node mode a paused broker is meant to lose its leadership).
+session_ms() { if (($1 == 1)); then echo 12000; else echo 5000; fi; }
 node_dir() { echo "$(state_dir "$1")/node$2"; }
 broker_port() { echo $((PORT_BASE + 2 * ($1 - 1))); }
 controller_port() { echo $((PORT_BASE + 1 + 2 * ($1 - 1))); }
@@ -86,7 +112,7 @@ alive() { pid_matches "$(node_dir "$1" "$2")/kafka.pid" "$(node_dir "$1" "$2")/s
 running_mode() {
 	local m i
 	for m in 3 1; do
-		for ((i = 1; i <= m; i++)); do
+		for i in $(all_nodes "$m"); do
 			if alive "$m" "$i"; then
 				echo "$m"
 				return
@@ -135,19 +161,37 @@ cmd_fetch() {
 # write_props MODE NODE: the node's server.properties, rewritten at every start
 # so a change here applies without a reset.
 write_props() {
-	local n=$1 i=$2 dir voters="" j rf isr
+	local n=$1 i=$2 dir voters="" j rf isr roles
 	dir=$(node_dir "$n" "$i")
-	for ((j = 1; j <= n; j++)); do voters+="${voters:+,}$j@127.0.0.1:$(controller_port "$j")"; done
-	if ((n >= 3)); then rf=3 isr=2; else rf=1 isr=1; fi
+	if ((n >= 3)); then
+		for ((j = 1; j <= n; j++)); do voters+="${voters:+,}$j@127.0.0.1:$(controller_port "$j")"; done
+		rf=3 isr=2
+	else
+		voters="0@127.0.0.1:$(controller_port 1)"
+		rf=1 isr=1
+	fi
 	mkdir -p "$dir/data" "$dir/logs"
-	cat >"$dir/server.properties" <<EOF
-# Written by dev/kafka.sh at every start; edit that script, not this file.
-process.roles=broker,controller
-node.id=$i
+	if ((n >= 3)); then
+		roles="process.roles=broker,controller
 listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
 advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i")
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+	elif ((i == 0)); then
+		roles="process.roles=controller
+listeners=CONTROLLER://127.0.0.1:$(controller_port 1)
+listener.security.protocol.map=CONTROLLER:PLAINTEXT"
+	else
+		roles="process.roles=broker
+listeners=PLAINTEXT://127.0.0.1:$(broker_port 1)
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port 1)
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+	fi
+	cat >"$dir/server.properties" <<EOF
+# Written by dev/kafka.sh at every start; edit that script, not this file.
+node.id=$i
+$roles
 controller.listener.names=CONTROLLER
 controller.quorum.voters=$voters
 log.dirs=$dir/data
@@ -173,10 +217,11 @@ share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 
 # A killed node's old registration blocks its restart until its session
-# expires, and a dead broker keeps its partitions' leadership until then:
-# 5 s instead of 9 s speeds up the chaos tests' kill/restart cycles.
+# expires, and a dead broker keeps its partitions' leadership until then.
+# 3 nodes: 5 s instead of 9 s speeds up the failover tests' kill/restart
+# cycles. 1 node: 12 s, longer than a chaos pause (see the top of the script).
 broker.heartbeat.interval.ms=1000
-broker.session.timeout.ms=5000
+broker.session.timeout.ms=$(session_ms "$n")
 EOF
 }
 
@@ -193,34 +238,53 @@ format_node() {
 		tail_log "$dir/logs/format.log" 30
 		die "formatting the storage of kafka node $i failed (log $dir/logs/format.log)"
 	fi
-	echo "$KAFKA_VERSION" >"$(state_dir "$n")/kafka.version"
+	echo "$KAFKA_VERSION $(layout "$n")" >"$(state_dir "$n")/kafka.version"
 }
 
 # match_version MODE: a mode's data can only be read by the Kafka version
-# that formatted it (an older one refuses a newer metadata.version). When
-# KAFKA_VERSION differs from the one that wrote it (or the data predates the
-# stamp), and none of the mode's nodes runs, start the mode afresh. The data
+# that formatted it (an older one refuses a newer metadata.version), in the
+# layout that wrote it. When KAFKA_VERSION or the layout differs from the
+# stamp (or the data predates the stamp), and none of the mode's nodes runs,
+# start the mode afresh. The data
 # here is the tests' and the benchmark's, made again by every run.
 match_version() {
 	local n=$1 dir stamp i
 	dir=$(state_dir "$n")
 	stamp=$dir/kafka.version
 	[[ -d $dir ]] || return 0
-	[[ -f $stamp && $(<"$stamp") == "$KAFKA_VERSION" ]] && return 0
-	for ((i = 1; i <= n; i++)); do
+	[[ -f $stamp && $(<"$stamp") == "$KAFKA_VERSION $(layout "$n")" ]] && return 0
+	for i in $(all_nodes "$n"); do
 		alive "$n" "$i" && return 0
 	done
 	if compgen -G "$dir/node*/data/meta.properties" >/dev/null; then
-		say "kafka: the $n-node data in $dir was written by Kafka $(cat "$stamp" 2>/dev/null || echo "before $KAFKA_VERSION"); deleting it to start Kafka $KAFKA_VERSION afresh"
+		say "kafka: the $n-node data in $dir was written by Kafka $(cat "$stamp" 2>/dev/null || echo "before $KAFKA_VERSION"); deleting it to start Kafka $KAFKA_VERSION ($(layout "$n")) afresh"
 		rm -rf "$dir"
+	fi
+}
+
+# wait_fenced MODE NODE: when dev/ killed the node, wait until the
+# controller has fenced its old registration (the session timeout after the
+# kill, and a second), so that it comes back to partitions without a leader
+# instead of leading them on the old registration first (see the top).
+wait_fenced() {
+	local dir at left
+	dir=$(node_dir "$1" "$2")
+	[[ -s $dir/killed.at ]] || return 0
+	at=$(<"$dir/killed.at")
+	rm -f "$dir/killed.at"
+	[[ $at =~ ^[0-9]+$ ]] || return 0
+	left=$((at + ($(session_ms "$1") + 999) / 1000 + 1 - $(date +%s)))
+	if ((left > 0)); then
+		say "kafka: node $2 was killed ${left}s short of its session timeout; waiting for the controller to fence it"
+		sleep "$left"
 	fi
 }
 
 # start_node MODE NODE: launch the node's JVM unless it runs already.
 start_node() {
-	local n=$1 i=$2 dir bp cp pid
+	local n=$1 i=$2 dir bp cp pid what
 	dir=$(node_dir "$n" "$i")
-	bp=$(broker_port "$i")
+	bp=$(listen_port "$n" "$i")
 	cp=$(controller_port "$i")
 	if alive "$n" "$i"; then
 		say "kafka: node $i already running (pid $(<"$dir/kafka.pid"))"
@@ -231,12 +295,20 @@ start_node() {
 		say "kafka: something already answers on 127.0.0.1:$bp; treating node $i as up (not started by dev/)"
 		return 0
 	fi
-	if port_open 127.0.0.1 "$cp"; then
+	if ((n >= 3)) && port_open 127.0.0.1 "$cp"; then
 		die "port $cp is busy (kafka node $i's controller port): see ss -ltnp 'sport = :$cp'"
 	fi
+	if ((n == 1 && i == 0)); then
+		what="controller 127.0.0.1:$bp"
+	elif ((n == 1)); then
+		what="broker 127.0.0.1:$bp"
+	else
+		what="broker 127.0.0.1:$bp, controller 127.0.0.1:$cp"
+	fi
+	wait_fenced "$n" "$i"
 	write_props "$n" "$i"
 	format_node "$n" "$i"
-	say "kafka: starting node $i (broker 127.0.0.1:$bp, controller 127.0.0.1:$cp)"
+	say "kafka: starting node $i ($what)"
 	{
 		echo
 		echo "=== $(date -Is) dev/kafka.sh start node $i ==="
@@ -275,20 +347,21 @@ node_logs() {
 	tail_log "$dir/logs/server.log" 40
 }
 
-# wait_listening MODE END NODE...: until each node's broker port accepts
-# connections; fail fast when a JVM dies.
+# wait_listening MODE END NODE...: until each node's port (a broker's, or
+# the 1-node mode's controller's) accepts connections; fail fast when a JVM
+# dies.
 wait_listening() {
 	local n=$1 end=$2 i
 	shift 2
 	for i in "$@"; do
-		until port_open 127.0.0.1 "$(broker_port "$i")"; do
+		until port_open 127.0.0.1 "$(listen_port "$n" "$i")"; do
 			if ! alive "$n" "$i"; then
 				node_logs "$n" "$i"
 				die "kafka node $i exited during start-up (logs above; $(node_dir "$n" "$i")/logs)"
 			fi
 			if (($(date +%s) >= end)); then
 				node_logs "$n" "$i"
-				die "kafka node $i does not listen on 127.0.0.1:$(broker_port "$i") after ${WAIT}s"
+				die "kafka node $i does not listen on 127.0.0.1:$(listen_port "$n" "$i") after ${WAIT}s"
 			fi
 			sleep 0.5
 		done
@@ -329,12 +402,12 @@ select_nodes() {
 	shift
 	NODES=()
 	if (($# == 0)); then
-		for ((i = 1; i <= n; i++)); do NODES+=("$i"); done
+		read -r -a NODES <<<"$(all_nodes "$n")"
 		return
 	fi
 	for i in "$@"; do
-		if ! [[ $i =~ ^[0-9]+$ ]] || ((i < 1 || i > n)); then
-			die "node $i: the $n-node mode has nodes 1..$n"
+		if ! [[ $i =~ ^[0-9]+$ ]] || ((i > n)) || ((i < 1 && n > 1)); then
+			die "node $i: the $n-node mode has nodes $(all_nodes "$n")"
 		fi
 		NODES+=("$i")
 	done
@@ -348,6 +421,7 @@ signal_nodes() {
 		if alive "$n" "$i"; then
 			say "kafka: SIG$sig node $i (pid $(<"$(node_dir "$n" "$i")/kafka.pid"))"
 			kill -s "$sig" "$(<"$(node_dir "$n" "$i")/kafka.pid")" 2>/dev/null || true
+			[[ $sig != KILL ]] || date +%s >"$(node_dir "$n" "$i")/killed.at"
 		else
 			say "kafka: node $i is not running"
 		fi
@@ -360,7 +434,14 @@ signal_nodes() {
 stop_nodes() {
 	local n=$1 i pid end left
 	shift
-	local -a pids=()
+	local -a pids=() rest=()
+	# The 1-node mode's controller goes last: the broker's controlled
+	# shutdown needs it.
+	if ((n == 1)) && [[ " $* " == *" 0 "* ]]; then
+		for i in "$@"; do ((i == 0)) || rest+=("$i"); done
+		((${#rest[@]} == 0)) || stop_nodes 1 "${rest[@]}"
+		set -- 0
+	fi
 	for i in "$@"; do
 		if alive "$n" "$i"; then
 			pid=$(<"$(node_dir "$n" "$i")/kafka.pid")
@@ -391,7 +472,7 @@ status_nodes() {
 	say "kafka: $n-node mode, data in $(state_dir "$n")"
 	for i in "$@"; do
 		dir=$(node_dir "$n" "$i")
-		bp=$(broker_port "$i")
+		bp=$(listen_port "$n" "$i")
 		if alive "$n" "$i"; then
 			if [[ $(awk '{print $3}' "/proc/$(<"$dir/kafka.pid")/stat" 2>/dev/null) == T ]]; then
 				state="paused (SIGSTOP), pid $(<"$dir/kafka.pid")"
@@ -406,7 +487,13 @@ status_nodes() {
 			state=down
 			rc=1
 		fi
-		say "  node $i: $state; broker 127.0.0.1:$bp, controller 127.0.0.1:$(controller_port "$i"); log $dir/logs/server.log"
+		if ((n == 1 && i == 0)); then
+			say "  node 0 (controller): $state; 127.0.0.1:$bp; log $dir/logs/server.log"
+		elif ((n == 1)); then
+			say "  node $i: $state; broker 127.0.0.1:$bp; log $dir/logs/server.log"
+		else
+			say "  node $i: $state; broker 127.0.0.1:$bp, controller 127.0.0.1:$(controller_port "$i"); log $dir/logs/server.log"
+		fi
 	done
 	return "$rc"
 }
@@ -462,7 +549,7 @@ up)
 		if alive "$N" "$i"; then
 			# A node left paused by a chaos test listens but never answers.
 			kill -CONT "$(<"$(node_dir "$N" "$i")/kafka.pid")" 2>/dev/null || true
-		elif ! port_open 127.0.0.1 "$(broker_port "$i")"; then
+		elif ! port_open 127.0.0.1 "$(listen_port "$N" "$i")"; then
 			all_up=
 		fi
 	done
@@ -484,6 +571,10 @@ start)
 	N=$(node_mode)
 	check_mode "$N"
 	select_nodes "$N" "$@"
+	# A broker of the 1-node mode needs its controller.
+	if ((N == 1)) && [[ " ${NODES[*]} " != *" 0 "* ]] && ! alive 1 0; then
+		NODES=(0 "${NODES[@]}")
+	fi
 	cmd_fetch
 	need_java
 	mkdir -p "$CACHE/kafka"
@@ -545,8 +636,8 @@ logs)
 	N=$(node_mode)
 	select_nodes "$N" "$@"
 	for i in "${NODES[@]}"; do
-		if ! alive "$N" "$i" && port_open 127.0.0.1 "$(broker_port "$i")"; then
-			echo "(node $i: 127.0.0.1:$(broker_port "$i") was not started by dev/)"
+		if ! alive "$N" "$i" && port_open 127.0.0.1 "$(listen_port "$N" "$i")"; then
+			echo "(node $i: 127.0.0.1:$(listen_port "$N" "$i") was not started by dev/)"
 		else
 			echo "$(node_dir "$N" "$i")/logs/server.log"
 		fi
