@@ -2,6 +2,7 @@ package kafkatx
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,13 +22,14 @@ func TestWatermarksAskedAgainWhileMetadataMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	refused := 0
+	// The control function runs on the broker's goroutine.
+	var refused atomic.Int32
 	b.c.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		if refused == 3 {
+		if refused.Load() == 3 {
 			return nil, nil, false // answer it, and stop intercepting
 		}
 		b.c.KeepControl()
-		refused++
+		refused.Add(1)
 		in := req.(*kmsg.ListOffsetsRequest)
 		resp := in.ResponseKind().(*kmsg.ListOffsetsResponse)
 		for _, rt := range in.Topics {
@@ -47,10 +49,10 @@ func TestWatermarksAskedAgainWhileMetadataMoves(t *testing.T) {
 	defer cancel()
 	wm, err := highWatermarks(ctx, b.Brokers(), TopicSagaState, []int32{0})
 	if err != nil {
-		t.Fatalf("highWatermarks after %d refusals: %v", refused, err)
+		t.Fatalf("highWatermarks after %d refusals: %v", refused.Load(), err)
 	}
-	if refused < 1 {
+	if refused.Load() < 1 {
 		t.Fatal("the broker was never asked: the test intercepted nothing")
 	}
-	t.Logf("answered %+v after %d refusals", wm[0], refused)
+	t.Logf("answered %+v after %d refusals", wm[0], refused.Load())
 }
