@@ -54,11 +54,11 @@
 # committed while one of its partitions has no leader (KAFKA-20734: their
 # metadata cache answers "no such partition" for leader -1, and the
 # transaction coordinator skips the marker as if the topic were deleted).
-# On the single node every broker kill makes every partition leaderless for
-# a moment, so a transaction caught in its commit hung for good, and with it
-# every read_committed reader of its partitions. 4.0.2 is the newest release
-# without the bug; TestFailoverMarkersReachAPartitionThatWasLeaderless fails
-# on a release with it. A cluster's data is tied to the version that made it:
+# The transaction then blocks every read_committed reader of the partition
+# for good. Every kill of the single node once did that (before it had a
+# controller of its own, above); any partition whose in-sync replicas are
+# all fenced does. 4.0.2 is the newest release without the bug;
+# TestFailoverMarkersReachAPartitionThatWasLeaderless fails on one with it. A cluster's data is tied to the version that made it:
 # starting a mode whose data another version wrote deletes that data first.
 set -euo pipefail
 # shellcheck source=dev/lib.sh
@@ -245,8 +245,8 @@ format_node() {
 # that formatted it (an older one refuses a newer metadata.version), in the
 # layout that wrote it. When KAFKA_VERSION or the layout differs from the
 # stamp (or the data predates the stamp), and none of the mode's nodes runs,
-# start the mode afresh. The data
-# here is the tests' and the benchmark's, made again by every run.
+# start the mode afresh. The data here is the tests' and the benchmark's,
+# made again by every run.
 match_version() {
 	local n=$1 dir stamp i
 	dir=$(state_dir "$n")
