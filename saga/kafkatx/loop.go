@@ -458,7 +458,7 @@ func (l *Loop) onPoison(rec Record, reason error) []Message {
 // refusal, already dealt with (aborted, or the producer recreated).
 func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[recordID][]Message) (out *Sink, herr, err error) {
 	var commitAt time.Time
-	if err := l.retry(ctx, "begin transaction", func(context.Context) error { return l.producer.BeginTransaction() }); err != nil {
+	if err := l.retry(ctx, &callBegin, func(context.Context) error { return l.producer.BeginTransaction() }); err != nil {
 		return nil, nil, l.txnFailed(ctx, err)
 	}
 	out = &Sink{p: l.producer}
@@ -485,7 +485,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 			l.stats.commitTime.Add(int64(time.Since(commitAt)))
 		}
 	}()
-	if err := l.retry(ctx, "send offsets", func(ctx context.Context) error {
+	if err := l.retry(ctx, &callSendOffsets, func(ctx context.Context) error {
 		md, err := l.consumer.GetConsumerGroupMetadata()
 		if err != nil {
 			return err
@@ -510,7 +510,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 func (l *Loop) commit(ctx context.Context) error {
 	deadline := l.deadline(ctx)
 	for {
-		err := l.call(context.WithoutCancel(ctx), deadline, "commit transaction", l.producer.CommitTransaction)
+		err := l.call(context.WithoutCancel(ctx), deadline, &callCommit, l.producer.CommitTransaction)
 		if err == nil {
 			return nil
 		}
@@ -535,13 +535,25 @@ func (l *Loop) deadline(ctx context.Context) time.Time {
 	return deadline
 }
 
+// The names of the transactional calls, for errors and the wedge watch. They
+// are variables so that call can mark the one in progress with a pointer to
+// its name: a pointer to a parameter would be an allocation per call.
+var (
+	callBegin       = "begin transaction"
+	callSendOffsets = "send offsets"
+	callCommit      = "commit transaction"
+	callAbort       = "abort transaction"
+	callCommitted   = "read committed offsets"
+	callInit        = "init transactions"
+)
+
 // call runs one transactional call of the client library (named what) with
 // its own deadline, marked in inCall while it runs for the wedge watch of
 // Run.
-func (l *Loop) call(parent context.Context, deadline time.Time, what string, f func(context.Context) error) error {
+func (l *Loop) call(parent context.Context, deadline time.Time, what *string, f func(context.Context) error) error {
 	cctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
-	l.callName.Store(&what)
+	l.callName.Store(what)
 	l.inCall.Store(time.Now().UnixNano())
 	defer l.inCall.Store(0)
 	return f(cctx)
@@ -550,7 +562,7 @@ func (l *Loop) call(parent context.Context, deadline time.Time, what string, f f
 // retry runs f again while Kafka calls its error retriable (a coordinator
 // moving, a request timing out before it was sent), bounded by the
 // transaction timeout.
-func (l *Loop) retry(ctx context.Context, what string, f func(context.Context) error) error {
+func (l *Loop) retry(ctx context.Context, what *string, f func(context.Context) error) error {
 	deadline := l.deadline(ctx)
 	for {
 		err := l.call(context.WithoutCancel(ctx), deadline, what, f)
@@ -559,9 +571,9 @@ func (l *Loop) retry(ctx context.Context, what string, f func(context.Context) e
 		}
 		ke, ok := kafkaErr(err)
 		if !ok || !ke.IsRetriable() || time.Now().After(deadline) {
-			return fmt.Errorf("kafkatx: %s: %w", what, err)
+			return fmt.Errorf("kafkatx: %s: %w", *what, err)
 		}
-		l.log.Debug("retrying", zap.String("call", what), zap.Error(err))
+		l.log.Debug("retrying", zap.String("call", *what), zap.Error(err))
 		sleep(ctx, 50*time.Millisecond)
 	}
 }
@@ -595,7 +607,7 @@ func (l *Loop) txnFailed(ctx context.Context, err error) error {
 
 func (l *Loop) abort(ctx context.Context) {
 	l.stats.aborted.Add(1)
-	err := l.retry(ctx, "abort transaction", func(ctx context.Context) error { return l.producer.AbortTransaction(ctx) })
+	err := l.retry(ctx, &callAbort, func(ctx context.Context) error { return l.producer.AbortTransaction(ctx) })
 	if err == nil {
 		return
 	}
@@ -634,7 +646,7 @@ func (l *Loop) giveBack(ctx context.Context, batch []Record, assigned bool) {
 		parts = append(parts, kafka.TopicPartition{Topic: &tp.Topic, Partition: tp.Partition})
 	}
 	var committed []kafka.TopicPartition
-	err := l.retry(ctx, "read committed offsets", func(ctx context.Context) error {
+	err := l.retry(ctx, &callCommitted, func(ctx context.Context) error {
 		var err error
 		committed, err = l.consumer.Committed(parts, timeoutMs(ctx, 10_000))
 		return err
@@ -689,7 +701,7 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			// With read_committed, librdkafka asks for stable offsets
 			// (KIP-447): the call waits out transactions still pending on
 			// these partitions, which is what OnAssign is promised.
-			err := l.retry(l.ctx, "read committed offsets", func(ctx context.Context) error {
+			err := l.retry(l.ctx, &callCommitted, func(ctx context.Context) error {
 				_, err := c.Committed(e.Partitions, timeoutMs(ctx, 10_000))
 				return err
 			})
@@ -825,7 +837,7 @@ func (l *Loop) newProducer(ctx context.Context) error {
 		}
 		// Bounded by the transaction timeout and ended by ctx: no
 		// transaction is open yet, so a stop may cut it short.
-		err := l.call(ctx, time.Now().Add(l.cfg.TransactionTimeout), "init transactions", l.producer.InitTransactions)
+		err := l.call(ctx, time.Now().Add(l.cfg.TransactionTimeout), &callInit, l.producer.InitTransactions)
 		if err == nil {
 			return nil
 		}

@@ -70,26 +70,7 @@ func TestFailoverMarkersReachAPartitionThatWasLeaderless(t *testing.T) {
 	}()
 	t.Logf("transactions of %s are coordinated by broker %d; %s lives on broker %d alone", tid, tc, topic, x)
 
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "transactional.id": tid,
-		"transaction.timeout.ms": 120_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.InitTransactions(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.BeginTransaction(); err != nil {
-		t.Fatal(err)
-	}
-	delivered := make(chan kafka.Event, 1)
-	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0},
-		Value: []byte("committed while leaderless")}, delivered); err != nil {
-		t.Fatal(err)
-	}
-	if m := (<-delivered).(*kafka.Message); m.TopicPartition.Error != nil {
-		t.Fatalf("delivery: %v", m.TopicPartition.Error)
-	}
+	p := openTransaction(ctx, t, brokers, tid, 120_000, topic, nil, []byte("committed while leaderless"))
 
 	// X stays paused until the commit returns. X is a replica of every
 	// __transaction_state partition, so the coordinator can write its

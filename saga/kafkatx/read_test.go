@@ -25,28 +25,10 @@ func TestReadPartitionsWaitsForATransactionBelowTheEnd(t *testing.T) {
 	topic := kafkatest.Topic(t, brokers, "state", 1)
 	kafkatest.Produce(t, brokers, []kafkatx.Message{kafkatx.NewMessage(topic, []byte("k"), []byte("before"))})
 
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers,
-		"transactional.id": "read-test-" + strconv.FormatInt(time.Now().UnixNano(), 36), "transaction.timeout.ms": 60_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := p.InitTransactions(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.BeginTransaction(); err != nil {
-		t.Fatal(err)
-	}
-	delivered := make(chan kafka.Event, 1)
-	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0},
-		Key: []byte("k"), Value: []byte("in the open transaction")}, delivered); err != nil {
-		t.Fatal(err)
-	}
-	if m := (<-delivered).(*kafka.Message); m.TopicPartition.Error != nil {
-		t.Fatal(m.TopicPartition.Error)
-	}
+	p := openTransaction(ctx, t, brokers, "read-test-"+strconv.FormatInt(time.Now().UnixNano(), 36), 60_000,
+		topic, []byte("k"), []byte("in the open transaction"))
 
 	read := make(chan []string, 1)
 	go func() {
@@ -76,4 +58,33 @@ func TestReadPartitionsWaitsForATransactionBelowTheEnd(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("ReadPartitions did not return within 30s of the commit")
 	}
+}
+
+// openTransaction starts a transactional producer with id tid, begins a
+// transaction and writes one record (key, value) to topic[0] in it, acked
+// but not committed; the caller commits, aborts or leaves it open. The
+// producer is closed when the test ends.
+func openTransaction(ctx context.Context, t *testing.T, brokers, tid string, timeoutMs int, topic string, key, value []byte) *kafka.Producer {
+	t.Helper()
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "transactional.id": tid,
+		"transaction.timeout.ms": timeoutMs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if err := p.InitTransactions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	delivered := make(chan kafka.Event, 1)
+	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0},
+		Key: key, Value: value}, delivered); err != nil {
+		t.Fatal(err)
+	}
+	if m := (<-delivered).(*kafka.Message); m.TopicPartition.Error != nil {
+		t.Fatalf("delivery: %v", m.TopicPartition.Error)
+	}
+	return p
 }
