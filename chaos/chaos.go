@@ -30,6 +30,10 @@ type Config struct {
 	// Duration of the traffic and the faults; Drain bounds how long after
 	// the faults healed every accepted order may take to end.
 	Duration, Drain time.Duration
+	// Orders, when positive, ends the load as soon as that many orders were
+	// accepted, even before Duration: a long run sized in sagas rather
+	// than in minutes whose pace is not known beforehand.
+	Orders int
 	// Rate is the orders per second offered, with at most Clients in flight.
 	Rate    float64
 	Clients int
@@ -69,6 +73,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Duration < 10*time.Second || c.Drain <= 0 {
 		errs = append(errs, errors.New("chaos: -duration must be at least 10s and -drain positive"))
+	}
+	if c.Orders < 0 {
+		errs = append(errs, errors.New("chaos: -orders must not be negative"))
 	}
 	if c.Rate <= 0 || c.Clients < 1 {
 		errs = append(errs, errors.New("chaos: -rate must be positive and -clients at least 1"))

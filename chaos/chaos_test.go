@@ -337,3 +337,23 @@ func TestProblemKindNamesTheRefusal(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadEndsOnceEnoughOrdersWereAccepted(t *testing.T) {
+	r := &run{cfg: Config{Orders: 3}, traffic: newTraffic("http://127.0.0.1:1", 1, "t")}
+	r.traffic.taken.Store(2)
+	if !r.loadFor(t.Context(), 1500*time.Millisecond) {
+		t.Fatal("with 2 of 3 orders accepted the load ended before its duration")
+	}
+	r.traffic.taken.Store(3)
+	start := time.Now()
+	if r.loadFor(t.Context(), time.Hour) {
+		t.Fatal("with 3 of 3 orders accepted the load went on")
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("the load ended %s after the third order; it looks once a second", waited)
+	}
+	r.cfg.Orders = 0 // no bound: only the duration ends it
+	if !r.loadFor(t.Context(), 1500*time.Millisecond) {
+		t.Fatal("without -orders the load ended before its duration")
+	}
+}

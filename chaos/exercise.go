@@ -121,22 +121,14 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 // its last fault healed.
 const loadTail = 15 * time.Second
 
-// endLoad ends the load after cfg.Duration. A schedule given as such
-// (cfg.Faults) is played whole, under load: on a slow machine a broker's
-// restart can take most of a minute and push the later faults back, so the
-// load then goes on until the last fault healed and loadTail after it, for
-// at most three times cfg.Duration.
+// endLoad ends the load after cfg.Duration, or once cfg.Orders orders were
+// accepted. A schedule given as such (cfg.Faults) is played whole, under
+// load: on a slow machine a broker's restart can take most of a minute and
+// push the later faults back, so the load then goes on until the last fault
+// healed and loadTail after it, for at most three times cfg.Duration.
 func (r *run) endLoad(ctx context.Context, stop context.CancelFunc, played <-chan struct{}) {
 	defer stop()
-	wait := func(d time.Duration) bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(d):
-			return true
-		}
-	}
-	if !wait(r.cfg.Duration) || len(r.cfg.Faults) == 0 {
+	if !r.loadFor(ctx, r.cfg.Duration) || len(r.cfg.Faults) == 0 {
 		return
 	}
 	select {
@@ -147,9 +139,30 @@ func (r *run) endLoad(ctx context.Context, stop context.CancelFunc, played <-cha
 	r.say("the load goes on until the last faults are played, then %s more", loadTail)
 	select {
 	case <-played:
-		wait(loadTail)
+		r.loadFor(ctx, loadTail)
 	case <-time.After(2 * r.cfg.Duration):
 	case <-ctx.Done():
+	}
+}
+
+// loadFor waits d, or until cfg.Orders orders were accepted, and says
+// whether the load may go on after d (false: cancelled, or enough orders).
+func (r *run) loadFor(ctx context.Context, d time.Duration) bool {
+	deadline := time.After(d)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline:
+			return true
+		case <-tick.C:
+			if n := r.traffic.taken.Load(); r.cfg.Orders > 0 && n >= int64(r.cfg.Orders) {
+				r.say("%d orders accepted (-orders %d): the load ends", n, r.cfg.Orders)
+				return false
+			}
+		}
 	}
 }
 

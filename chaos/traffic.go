@@ -64,6 +64,7 @@ type traffic struct {
 	statuses   map[string]int // answers other than the first 2xx, by kind
 	refusedAt  []time.Time    // when each of those came
 	posts      atomic.Int64
+	taken      atomic.Int64 // orders accepted
 	duplicates atomic.Int64 // deliberate second POSTs
 }
 
@@ -158,6 +159,7 @@ func (t *traffic) accepted(o *order, id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	o.ID, o.Accepted = id, time.Now()
+	t.taken.Add(1)
 	if other, ok := t.byID[id]; ok && other != o {
 		t.violations = append(t.violations, Violation{Kind: "two-keys-one-order", Detail: fmt.Sprintf("%s and %s both got %s", other.Key, o.Key, id)})
 	}

@@ -22,6 +22,7 @@ func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	seed := fs.Uint64("seed", 0, "seed of the fault schedule and the traffic; 0 draws one (printed: the same seed replays the same schedule)")
 	duration := fs.Duration("duration", 3*time.Minute, "how long traffic and faults run")
+	orders := fs.Int("orders", 0, "end the load once this many orders were accepted, even before -duration (0: -duration alone)")
 	drain := fs.Duration("drain", 2*time.Minute, "after healing, every accepted order must end within this")
 	rate := fs.Float64("rate", 25, "orders offered per second")
 	clients := fs.Int("clients", 64, "most orders in flight at once")
@@ -59,7 +60,7 @@ exits 1 on any violation. docs/chaos.md says more.`)
 	if err != nil {
 		return err
 	}
-	rep, err := chaos.Run(ctx, chaos.Config{Seed: *seed, Duration: *duration, Drain: *drain, Rate: *rate, Clients: *clients,
+	rep, err := chaos.Run(ctx, chaos.Config{Seed: *seed, Duration: *duration, Orders: *orders, Drain: *drain, Rate: *rate, Clients: *clients,
 		Every: *every, Kinds: kinds, Brokers: *brokers, Kafka: kafkactl.Nodes{Script: *control, Count: *nodes},
 		RedisServer: *redisBin, Launch: launcher(self, nil), Dir: *dir, Partitions: *partitions, Plant: *plant, Progress: stdout})
 	if err != nil {
