@@ -24,7 +24,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 20m
 # 2,000 to 4,000 orders: the API sheds what the system cannot carry through
 # the faults, so more is offered than ends; every fault kind the schedule
 # reaches). A long run:
-#   make chaos CHAOS_FLAGS='-duration 40m -rate 50 -every 10s'
+#   make chaos CHAOS_FLAGS='-duration 80m -orders 100000 -rate 50 -every 15s -drain 5m'
 CHAOS_FLAGS ?= -duration 150s -rate 35 -every 7s
 
 .PHONY: help up down status logs test vet lint bench demo chromium chaos failover

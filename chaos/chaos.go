@@ -102,17 +102,22 @@ var instances = map[string]int{"orders": 1, "orchestrator": 2, "stock": 2, "paym
 
 // run is one chaos run in progress.
 type run struct {
-	cfg       Config
-	id, ns    string
-	dir       string
-	topics    wire.Topics
-	redis     *redisServer
-	proxy     *Proxy
-	procs     map[string]*proc
-	traffic   *traffic
-	start     time.Time
-	injector  *injector
-	ordersURL string
+	cfg    Config
+	id, ns string
+	dir    string
+	topics wire.Topics
+	redis  *redisServer
+	proxy  *Proxy
+	// kafkaProxies stand between the services and each broker (none
+	// without a control script); serviceBrokers is the services' bootstrap
+	// list: the proxies' addresses, or cfg.Brokers.
+	kafkaProxies   proxies
+	serviceBrokers string
+	procs          map[string]*proc
+	traffic        *traffic
+	start          time.Time
+	injector       *injector
+	ordersURL      string
 }
 
 // Run runs the system under the faults and returns the report; the report
@@ -189,13 +194,16 @@ func windows() wire.Windows {
 	return w
 }
 
-// setUp starts Redis, the proxy, the topics and the processes.
+// setUp starts Redis, the proxies, the topics and the processes.
 func (r *run) setUp(ctx context.Context) error {
 	var err error
 	if r.redis, err = startRedis(ctx, r.cfg.RedisServer, r.dir); err != nil {
 		return err
 	}
-	if r.proxy, err = NewProxy(r.redis.addr()); err != nil {
+	if r.proxy, err = NewProxy("127.0.0.1:0", r.redis.addr()); err != nil {
+		return err
+	}
+	if err := r.proxyKafka(ctx); err != nil {
 		return err
 	}
 	if err := r.seed(ctx); err != nil {
@@ -212,7 +220,7 @@ func (r *run) setUp(ctx context.Context) error {
 	}
 	r.ordersURL = fmt.Sprintf("http://127.0.0.1:%d/", port)
 	w := windows()
-	common := []string{"-kafka", r.cfg.Brokers, "-redis", r.proxy.Addr(), "-namespace", r.ns,
+	common := []string{"-kafka", r.serviceBrokers, "-redis", r.proxy.Addr(), "-namespace", r.ns,
 		"-partitions", strconv.Itoa(r.cfg.Partitions), "-log-level", "info",
 		"-saga-retention", w.SagaRetention.String(), "-idempotency-ttl", w.IdempotencyTTL.String()}
 	for _, svc := range []string{"orders", "orchestrator", "stock", "payment"} {
@@ -241,6 +249,34 @@ func (r *run) setUp(ctx context.Context) error {
 			go p.supervise(ctx)
 		}
 	}
+	return nil
+}
+
+// proxyKafka puts a proxy in front of each broker's proxied listener, when
+// the control script names them: the services then reach Kafka only
+// through the proxies, while the suite's own clients (the checks, the
+// injector) go straight to cfg.Brokers. The proxies listen on the addresses
+// the brokers advertise, so a second run on the same Kafka at the same time
+// fails here, saying so.
+func (r *run) proxyKafka(ctx context.Context) error {
+	r.serviceBrokers = r.cfg.Brokers
+	if r.cfg.Kafka.Count == 0 {
+		return nil
+	}
+	routes, err := r.cfg.Kafka.Routes(ctx)
+	if err != nil {
+		return err
+	}
+	addrs := make([]string, len(routes))
+	for i, rt := range routes {
+		p, err := NewProxy(rt.Advertised, rt.Listen)
+		if err != nil {
+			return fmt.Errorf("%w (is another chaos run using this Kafka?)", err)
+		}
+		r.kafkaProxies = append(r.kafkaProxies, p)
+		addrs[i] = rt.Advertised
+	}
+	r.serviceBrokers = strings.Join(addrs, ",")
 	return nil
 }
 
@@ -280,6 +316,7 @@ func (r *run) teardown() {
 	if r.proxy != nil {
 		r.proxy.Close()
 	}
+	r.kafkaProxies.Close()
 	if r.redis != nil {
 		r.redis.stop()
 	}

@@ -111,7 +111,7 @@ func roundTrip(c net.Conn, r *bufio.Reader) (time.Duration, error) {
 }
 
 func TestProxyDelaysStallsAndCuts(t *testing.T) {
-	p, err := NewProxy(echoServer(t))
+	p, err := NewProxy("127.0.0.1:0", echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,13 @@
 //
 //	scenario  (system.go)   orders, 2 orchestrators, 2 stock, 2 payment
 //	                        processes in their own namespace of topics and
-//	                        groups, on their own Redis (AOF always) behind an
-//	                        in-process TCP proxy
+//	                        groups, on their own Redis (AOF always), with
+//	                        in-process TCP proxies between them and Redis
+//	                        and between them and each Kafka broker
 //	faults    (faults.go)   SIGKILL and restart, SIGSTOP past the session
 //	                        timeout, broker kill and pause, Redis kill -9,
-//	                        latency, stalls and cut connections to Redis,
+//	                        latency, stalls and cut connections to Redis
+//	                        and to Kafka,
 //	                        failpoints at the crash windows, re-published
 //	                        commands and replies, poison records
 //	traffic   (traffic.go)  clients that retry with the same Idempotency-Key,

@@ -52,6 +52,9 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	if cfg.Kafka.Count == 0 {
 		kinds = without(kinds, KillBroker, PauseBroker)
 	}
+	if len(r.kafkaProxies) == 0 {
+		kinds = without(kinds, KafkaLatency, KafkaStall, KafkaCut)
+	}
 	plan := Plan{Seed: cfg.Seed, Duration: cfg.Duration, Every: cfg.Every, Kinds: kinds,
 		Processes: r.processNames(), KafkaNodes: cfg.Kafka.Count, SessionTimeout: sessionTimeout}
 	schedule := Schedule(plan)
@@ -254,9 +257,10 @@ func (r *run) processNames() map[string][]string {
 }
 
 // healAll makes sure nothing is left broken: every process running (not
-// stopped), the proxy clear, Redis up, every Kafka node started.
+// stopped), the proxies clear, Redis up, every Kafka node started.
 func (r *run) healAll(ctx context.Context) {
 	r.proxy.Heal()
+	r.kafkaProxies.Heal()
 	for _, p := range r.procs {
 		p.signal(syscall.SIGCONT, 0)
 	}

@@ -35,6 +35,13 @@ const (
 	// RedisCut closes every connection through the Redis proxy and refuses
 	// new ones.
 	RedisCut Kind = "redis-cut"
+	// KafkaLatency, KafkaStall and KafkaCut do the same to every
+	// connection between the services and the Kafka brokers, through a
+	// proxy per broker (the brokers advertise the proxies' addresses on a
+	// listener of their own; dev/kafka.sh routes).
+	KafkaLatency Kind = "kafka-latency"
+	KafkaStall   Kind = "kafka-stall"
+	KafkaCut     Kind = "kafka-cut"
 	// Failpoint restarts a process with one failpoint armed to exit there
 	// once (a crash at that window); it is then restarted clean.
 	Failpoint Kind = "failpoint"
@@ -48,7 +55,7 @@ const (
 
 // AllKinds is every kind, in the order the report lists them.
 var AllKinds = []Kind{KillService, PauseService, KillBroker, PauseBroker, KillRedis, RedisLatency,
-	RedisStall, RedisCut, Failpoint, Duplicate, Poison}
+	RedisStall, RedisCut, KafkaLatency, KafkaStall, KafkaCut, Failpoint, Duplicate, Poison}
 
 // ParseKinds reads a comma-separated list of kinds; "all" is AllKinds.
 func ParseKinds(s string) ([]Kind, error) {
@@ -176,7 +183,11 @@ func Schedule(p Plan) []Fault {
 			f.Hold = between(500*time.Millisecond, 3*time.Second)
 		case RedisLatency:
 			f.Arg, f.Hold = (time.Duration(5+rng.IntN(96)) * time.Millisecond).String(), between(3*time.Second, 10*time.Second)
-		case RedisStall, RedisCut:
+		case KafkaLatency:
+			// Up to 50 ms a chunk: a fetch of many chunks takes many
+			// times that.
+			f.Arg, f.Hold = (time.Duration(5+rng.IntN(46)) * time.Millisecond).String(), between(3*time.Second, 10*time.Second)
+		case RedisStall, RedisCut, KafkaStall, KafkaCut:
 			f.Hold = between(time.Second, 5*time.Second)
 		case Failpoint:
 			svc := []string{"stock", "payment", "orchestrator"}[rng.IntN(3)]

@@ -93,6 +93,8 @@ func (in *injector) domain(f Fault) string {
 		return "kafka"
 	case KillRedis, RedisLatency, RedisStall, RedisCut:
 		return "redis"
+	case KafkaLatency, KafkaStall, KafkaCut:
+		return "kafka-network"
 	case Duplicate, Poison:
 		return string(f.Kind)
 	}
@@ -167,19 +169,22 @@ func (in *injector) inject(ctx context.Context, f Fault) {
 		in.r.redis.kill()
 		hold()
 		err = in.r.redis.start(heal)
-	case RedisLatency:
-		d, _ := time.ParseDuration(f.Arg)
-		in.r.proxy.Latency(d)
+	case RedisLatency, RedisStall, RedisCut, KafkaLatency, KafkaStall, KafkaCut:
+		side := proxies{in.r.proxy}
+		if in.domain(f) == "kafka-network" {
+			side = in.r.kafkaProxies
+		}
+		switch f.Kind {
+		case RedisLatency, KafkaLatency:
+			d, _ := time.ParseDuration(f.Arg)
+			side.Latency(d)
+		case RedisStall, KafkaStall:
+			side.Stall()
+		default:
+			side.Cut()
+		}
 		hold()
-		in.r.proxy.Heal()
-	case RedisStall:
-		in.r.proxy.Stall()
-		hold()
-		in.r.proxy.Heal()
-	case RedisCut:
-		in.r.proxy.Cut()
-		hold()
-		in.r.proxy.Heal()
+		side.Heal()
 	case Duplicate:
 		err = in.duplicate(heal)
 	case Poison:

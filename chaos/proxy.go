@@ -1,13 +1,15 @@
 package chaos
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"time"
 )
 
 // Proxy forwards TCP connections from its own address to a target and can
-// slow, stall or cut them: the network between the services and Redis.
+// slow, stall or cut them: the network between the services and Redis, or
+// Kafka.
 type Proxy struct {
 	ln     net.Listener
 	target string
@@ -19,12 +21,12 @@ type Proxy struct {
 	conns   map[net.Conn]struct{}
 }
 
-// NewProxy listens on a free loopback port and forwards to target until
-// Close.
-func NewProxy(target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// NewProxy listens on listen ("127.0.0.1:0": a free loopback port) and
+// forwards to target until Close.
+func NewProxy(listen, target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("chaos: proxy to %s: %w", target, err)
 	}
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	go p.accept()
@@ -156,3 +158,19 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		}
 	}
 }
+
+// proxies are the proxies of one side (Redis, or every Kafka broker), which a
+// network fault hits all at once.
+type proxies []*Proxy
+
+func (ps proxies) each(f func(*Proxy)) {
+	for _, p := range ps {
+		f(p)
+	}
+}
+
+func (ps proxies) Latency(d time.Duration) { ps.each(func(p *Proxy) { p.Latency(d) }) }
+func (ps proxies) Stall()                  { ps.each((*Proxy).Stall) }
+func (ps proxies) Cut()                    { ps.each((*Proxy).Cut) }
+func (ps proxies) Heal()                   { ps.each((*Proxy).Heal) }
+func (ps proxies) Close()                  { ps.each((*Proxy).Close) }

@@ -249,8 +249,8 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 
 // kindColors gives each fault kind its colour on the timeline.
 var kindColors = map[Kind]string{KillService: "#d62728", PauseService: "#ff7f0e", KillBroker: "#8c564b", PauseBroker: "#c49c94",
-	KillRedis: "#9467bd", RedisLatency: "#c5b0d5", RedisStall: "#e377c2", RedisCut: "#f7b6d2", Failpoint: "#bcbd22",
-	Duplicate: "#17becf", Poison: "#7f7f7f"}
+	KillRedis: "#9467bd", RedisLatency: "#c5b0d5", RedisStall: "#e377c2", RedisCut: "#f7b6d2",
+	KafkaLatency: "#aec7e8", KafkaStall: "#1f77b4", KafkaCut: "#98df8a", Failpoint: "#bcbd22", Duplicate: "#17becf", Poison: "#7f7f7f"}
 
 // WriteHTML writes a self-contained page: the verdict, the figures, and a
 // timeline of sagas ended per second with each fault drawn where it was in

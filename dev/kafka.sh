@@ -20,12 +20,22 @@
 #   dev/kafka.sh reset                 down, then delete all Kafka data
 #   dev/kafka.sh logs [NODE]           print the log files' paths
 #   dev/kafka.sh bootstrap             print the brokers' addresses
+#   dev/kafka.sh routes                print each broker's proxied listener:
+#                                      "NODE ADVERTISED LISTEN" (below)
 #   dev/kafka.sh run CLASS [ARG...]    run a Kafka tool with the broker's jars,
 #       e.g. run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:19092 --list
 #
 # Modes: 1 node (broker 127.0.0.1:19092, its controller :19093), or 3 nodes
 # (brokers :19092 :19094 :19096, controllers :19093 :19095 :19097, replication
-# factor 3, min.insync.replicas 2). They keep their data apart
+# factor 3, min.insync.replicas 2).
+#
+# Each broker also has a second listener, PROXIED, for the chaos suite's
+# faults on the network between the services and Kafka: broker i listens on
+# :19192+2(i-1) and advertises :19292+2(i-1), where nothing listens until a
+# chaos run's proxy forwards it to the broker. A client that bootstraps at
+# :19292 gets the proxied addresses of every broker in its metadata, so all
+# its traffic goes through the proxy; the PLAINTEXT listener (:19092) stays
+# direct, for everything else and between the brokers. They keep their data apart
 # (.cache/kafka/single, .cache/kafka/cluster3); starting one stops the other.
 # The mode is --brokers N, else KAFKA_BROKERS; node commands use the mode that
 # is running. Node numbers are 1..N; in the 1-node mode node 0 is the
@@ -99,6 +109,10 @@ session_ms() { if (($1 == 1)); then echo 12000; else echo 5000; fi; }
 node_dir() { echo "$(state_dir "$1")/node$2"; }
 broker_port() { echo $((PORT_BASE + 2 * ($1 - 1))); }
 controller_port() { echo $((PORT_BASE + 1 + 2 * ($1 - 1))); }
+# proxied_port NODE: where the broker's PROXIED listener listens;
+# proxy_port NODE: the address it advertises, a chaos run's proxy.
+proxied_port() { echo $((PORT_BASE + 100 + 2 * ($1 - 1))); }
+proxy_port() { echo $((PORT_BASE + 200 + 2 * ($1 - 1))); }
 bootstrap() {
 	local n=$1 i list=
 	for ((i = 1; i <= n; i++)); do list+="${list:+,}127.0.0.1:$(broker_port "$i")"; done
@@ -158,6 +172,9 @@ cmd_fetch() {
 	echo "$want" >"$STAMP"
 }
 
+proxied_listener() { echo "PROXIED://127.0.0.1:$(proxied_port "$1")"; }
+proxied_advertised() { echo "PROXIED://127.0.0.1:$(proxy_port "$1")"; }
+
 # write_props MODE NODE: the node's server.properties, rewritten at every start
 # so a change here applies without a reset.
 write_props() {
@@ -173,9 +190,9 @@ write_props() {
 	mkdir -p "$dir/data" "$dir/logs"
 	if ((n >= 3)); then
 		roles="process.roles=broker,controller
-listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i")
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i"),$(proxied_listener "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),$(proxied_advertised "$i")
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT"
 	elif ((i == 0)); then
 		roles="process.roles=controller
@@ -183,9 +200,9 @@ listeners=CONTROLLER://127.0.0.1:$(controller_port 1)
 listener.security.protocol.map=CONTROLLER:PLAINTEXT"
 	else
 		roles="process.roles=broker
-listeners=PLAINTEXT://127.0.0.1:$(broker_port 1)
-advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port 1)
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$(broker_port 1),$(proxied_listener 1)
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port 1),$(proxied_advertised 1)
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT"
 	fi
 	cat >"$dir/server.properties" <<EOF
@@ -631,6 +648,17 @@ reset)
 	;;
 bootstrap)
 	bootstrap "$(node_mode)"
+	;;
+routes)
+	N=$(running_mode)
+	[[ -n $N ]] || die "kafka: no node started by dev/ is running (dev/kafka.sh up)"
+	for ((i = 1; i <= N; i++)); do
+		# A node started before the PROXIED listener existed has none
+		# until it starts again.
+		grep -q '^listeners=.*PROXIED' "$(node_dir "$N" "$i")/server.properties" 2>/dev/null ||
+			die "kafka: node $i runs without the PROXIED listener; restart it (dev/kafka.sh stop $i; dev/kafka.sh start $i)"
+		echo "$i 127.0.0.1:$(proxy_port "$i") 127.0.0.1:$(proxied_port "$i")"
+	done
 	;;
 logs)
 	N=$(node_mode)

@@ -39,8 +39,9 @@ func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(fs.Output(), `Usage: sagaflow chaos [flags]
 
 Runs orders, 2 orchestrators, 2 stock and 2 payment processes in a namespace of
-their own on the given Kafka and on a Redis of the run's own (AOF always, behind
-a proxy), sends orders the way real clients do (retries with the same
+their own on the given Kafka and on a Redis of the run's own (AOF always), each
+behind a proxy in this process (Kafka's when -kafka-control names the brokers'
+proxied listeners, as dev/kafka.sh does), sends orders the way real clients do (retries with the same
 Idempotency-Key, duplicate POSTs, orders that complete, are declined or run out
 of stock), injects faults drawn from -seed, heals, drains, and checks from
 outside: stock and money conserved, nothing charged twice, every accepted order

@@ -46,3 +46,50 @@ func (n Nodes) Do(ctx context.Context, verb string, node int) error {
 	}
 	return nil
 }
+
+// Route is one broker's proxied listener: the broker listens on Listen and
+// advertises Advertised, where nothing listens until a proxy forwards it to
+// Listen. A client that bootstraps at the advertised addresses reaches
+// every broker through the proxy, which can then slow, stall or cut it.
+type Route struct {
+	Node               int
+	Advertised, Listen string
+}
+
+// Routes asks the script for every broker's proxied listener (its
+// `routes` command, one "NODE ADVERTISED LISTEN" line per broker).
+func (n Nodes) Routes(ctx context.Context) ([]Route, error) {
+	if n.Script == "" {
+		return nil, errors.New("kafkactl: no control script (dev/kafka.sh)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "bash", n.Script, "routes").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return nil, fmt.Errorf("kafkactl: %s routes: %w", n.Script, err)
+	}
+	return parseRoutes(string(out), n.Count)
+}
+
+func parseRoutes(out string, count int) ([]Route, error) {
+	var rs []Route
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		node, err := strconv.Atoi(f[0])
+		if len(f) != 3 || err != nil || node != len(rs)+1 {
+			return nil, fmt.Errorf("kafkactl: routes: %q is not \"NODE ADVERTISED LISTEN\" for node %d", strings.TrimSpace(line), len(rs)+1)
+		}
+		rs = append(rs, Route{Node: node, Advertised: f[1], Listen: f[2]})
+	}
+	if len(rs) != count {
+		return nil, fmt.Errorf("kafkactl: routes: %d broker(s), the cluster has %d", len(rs), count)
+	}
+	return rs, nil
+}
