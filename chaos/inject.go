@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -221,11 +222,11 @@ func (in *injector) duplicate(ctx context.Context) error {
 		}
 	}
 	in.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	for _, rec := range pick {
 		hs := append(append([]kafkatx.Header(nil), rec.Headers...), kafkatx.Header{Key: HeaderDuplicate, Value: []byte("1")})
-		if err := in.producer.Send(ctx, kafkatx.NewMessage(rec.Topic, rec.Key, rec.Value, hs...)); err != nil {
+		if err := in.send(ctx, kafkatx.NewMessage(rec.Topic, rec.Key, rec.Value, hs...)); err != nil {
 			return fmt.Errorf("re-publish: %w", err)
 		}
 	}
@@ -236,13 +237,13 @@ func (in *injector) duplicate(ctx context.Context) error {
 // topic.
 func (in *injector) poison(ctx context.Context) error {
 	t := in.r.topics
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	for _, topic := range []string{t.StockCommands, t.PaymentReplies, t.Events} {
 		id := fmt.Sprintf("poison-%d", time.Now().UnixNano())
 		m := kafkatx.NewMessage(topic, []byte(id), []byte("\x00 not an envelope {"),
 			kafkatx.Header{Key: HeaderPoison, Value: []byte(id)}, kafkatx.Header{Key: saga.HeaderType, Value: []byte("Garbage")})
-		if err := in.producer.Send(ctx, m); err != nil {
+		if err := in.send(ctx, m); err != nil {
 			return fmt.Errorf("poison: %w", err)
 		}
 		in.mu.Lock()
@@ -250,6 +251,26 @@ func (in *injector) poison(ctx context.Context) error {
 		in.mu.Unlock()
 	}
 	return nil
+}
+
+// publishTimeout bounds a duplicate or poison fault's publishing: long
+// enough for the suite's producer to be replaced once (it gives up on a
+// stall after 15 s) and to send again.
+const publishTimeout = time.Minute
+
+// send publishes m, again when the suite's producer replaced itself before
+// m was acknowledged: a broker fault stalls the suite's producer as it does
+// the services', and a fault that fails to inject tests nothing. If the
+// first copy did land, the system gets one more duplicate, or one more
+// poison record on the dead-letter topic than the check looks for; it must
+// take both.
+func (in *injector) send(ctx context.Context, m kafkatx.Message) error {
+	for {
+		err := in.producer.Send(ctx, m)
+		if !errors.Is(err, kafkatx.ErrReplaced) || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 func (in *injector) injected() []Injected {
