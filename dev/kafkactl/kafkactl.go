@@ -24,7 +24,7 @@ const (
 // Nodes drives Kafka nodes 1..Count (node n is broker id n).
 type Nodes struct {
 	// Script is dev/kafka.sh, or anything with its `kill|start|pause|resume
-	// N` commands.
+	// N` and `routes` commands.
 	Script string
 	Count  int
 }
