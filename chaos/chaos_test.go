@@ -357,3 +357,19 @@ func TestLoadEndsOnceEnoughOrdersWereAccepted(t *testing.T) {
 		t.Fatal("without -orders the load ended before its duration")
 	}
 }
+
+func TestKafkaProxiesOnlyForRunsThatCutKafka(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want bool
+	}{
+		{Config{Kinds: AllKinds}, true},
+		{Config{Kinds: []Kind{KillBroker, KillService}}, false},
+		{Config{Kinds: AllKinds, Faults: []Fault{{Kind: KillBroker}}}, false}, // the schedule given wins
+		{Config{Faults: []Fault{{Kind: KillBroker}, {Kind: KafkaCut}}}, true},
+	} {
+		if got := c.cfg.injectsInto(KafkaLatency, KafkaStall, KafkaCut); got != c.want {
+			t.Errorf("kinds %v, faults %v: injectsInto = %v, want %v", c.cfg.Kinds, c.cfg.Faults, got, c.want)
+		}
+	}
+}

@@ -98,7 +98,12 @@ func Unavailable(err error) bool {
 		kafka.ErrNotCoordinator, kafka.ErrCoordinatorNotAvailable, kafka.ErrCoordinatorLoadInProgress,
 		kafka.ErrRequestTimedOut, kafka.ErrNetworkException, kafka.ErrBrokerNotAvailable,
 		kafka.ErrLeaderNotAvailable, kafka.ErrNotController, kafka.ErrNotEnoughReplicas,
-		kafka.ErrNotEnoughReplicasAfterAppend, kafka.ErrConcurrentTransactions:
+		kafka.ErrNotEnoughReplicasAfterAppend, kafka.ErrConcurrentTransactions,
+		// A request on a broker handle that librdkafka decommissioned
+		// because the broker left the metadata (it is restarting): the
+		// client is fine, and asking again reaches the broker in charge.
+		// Seen as an orchestrator's exit in a failover test.
+		kafka.ErrDestroyBroker:
 		return true
 	}
 	return ke.IsRetriable()

@@ -24,6 +24,7 @@ func TestUnavailableSaysWhatWaitingFixes(t *testing.T) {
 		{wrap(kafka.ErrNotCoordinator), true},
 		{wrap(kafka.ErrCoordinatorLoadInProgress), true},
 		{wrap(kafka.ErrAllBrokersDown), true},
+		{wrap(kafka.ErrDestroyBroker), true},
 		{fmt.Errorf("create topics: %w", context.DeadlineExceeded), true},
 		{wrap(kafka.ErrProducerFenced), false},
 		{wrap(kafka.ErrFenced), false},
