@@ -27,7 +27,11 @@
 #
 # Modes: 1 node (broker 127.0.0.1:19092, its controller :19093), or 3 nodes
 # (brokers :19092 :19094 :19096, controllers :19093 :19095 :19097, replication
-# factor 3, min.insync.replicas 2).
+# factor 3, min.insync.replicas 2). They keep their data apart
+# (.cache/kafka/single, .cache/kafka/cluster3); starting one stops the other.
+# The mode is --brokers N, else KAFKA_BROKERS; node commands use the mode that
+# is running. Node numbers are 1..N; in the 1-node mode node 0 is the
+# controller, which every command without node numbers includes.
 #
 # Each broker also has a second listener, PROXIED, for the chaos suite's
 # faults on the network between the services and Kafka: broker i listens on
@@ -35,11 +39,7 @@
 # chaos run's proxy forwards it to the broker. A client that bootstraps at
 # :19292 gets the proxied addresses of every broker in its metadata, so all
 # its traffic goes through the proxy; the PLAINTEXT listener (:19092) stays
-# direct, for everything else and between the brokers. They keep their data apart
-# (.cache/kafka/single, .cache/kafka/cluster3); starting one stops the other.
-# The mode is --brokers N, else KAFKA_BROKERS; node commands use the mode that
-# is running. Node numbers are 1..N; in the 1-node mode node 0 is the
-# controller, which every command without node numbers includes.
+# direct, for everything else and between the brokers.
 #
 # Why the 1-node mode has a controller of its own: a broker killed and
 # restarted together with its controller (one JVM) comes back before the
