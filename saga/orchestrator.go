@@ -226,7 +226,10 @@ func (p *partition) forget(n int) {
 	for _, e := range p.expiry[:n] {
 		delete(p.ended, e.id)
 	}
-	p.expiry = append(p.expiry[:0:0], p.expiry[n:]...)
+	// A queue: dropping the head is O(1), and append copies the rest to a
+	// new array once the old one is full, leaving the head to the GC.
+	clear(p.expiry[:n])
+	p.expiry = p.expiry[n:]
 }
 
 // Orchestrator runs sagas on Kafka. In one transaction per batch it reads
@@ -349,55 +352,15 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	if len(want) == 0 {
 		return nil
 	}
-	loaded := map[int32]*partition{}
-	for _, p := range want {
-		loaded[p] = newPartition()
-	}
-	// Most of saga.state is snapshots that a later one of the same saga
-	// replaces, until compaction removes them. Only the last snapshot of a
-	// live saga is decoded: the others are kept as bytes until replaced,
-	// and ended sagas, told apart by the state header, not at all.
-	type pending struct {
-		p   int32
-		val []byte
-	}
-	live := map[string]pending{}
-	n := 0
-	forget := func(part *partition, id string) {
-		delete(live, id)
-		delete(part.sagas, id)
-		delete(part.timers, id)
-		if _, ok := part.ended[id]; ok {
-			delete(part.ended, id)
-			part.expiry = slices.DeleteFunc(part.expiry, func(e endedSaga) bool { return e.id == id })
-		}
-	}
+	rs := newRestoring(want)
 	err := kafkatx.ReadPartitions(ctx, o.cfg.Brokers, o.cfg.StateTopic, want, func(r kafkatx.Record) error {
-		n++
-		part, id := loaded[r.Partition], string(r.Key)
-		switch st := State(r.Header(HeaderState)); {
-		case len(r.Value) == 0:
-			// A tombstone: the saga was forgotten after its window.
-			forget(part, id)
-		case st == "" || id == "":
-			// Written before snapshots carried their state: decode it now.
-			o.restoreSnapshot(part, r)
-		case st == Completed || st == Cancelled:
-			// Ended: only its id and end time are kept, and both are in
-			// the record.
-			delete(live, id)
-			part.remember(id, r.Timestamp)
-		default:
-			live[id] = pending{r.Partition, r.Value}
-		}
+		rs.add(r)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("saga: restore %s %v: %w", o.cfg.StateTopic, want, err)
 	}
-	for _, l := range live {
-		o.restoreSnapshot(loaded[l.p], kafkatx.Record{Partition: l.p, Value: l.val})
-	}
+	loaded, n := rs.finish(o.restoreSnapshot), rs.n
 	o.mu.Lock()
 	for p, part := range loaded {
 		o.parts[p] = part
@@ -406,6 +369,77 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	o.restored.Add(int64(n))
 	o.log.Info("restored sagas", zap.Int32s("partitions", want), zap.Int("snapshots", n))
 	return nil
+}
+
+// restoring gathers what a restore keeps of saga.state, record by record.
+// Most of the topic is snapshots that a later one of the same saga replaces,
+// until compaction removes them, and ended sagas followed by their
+// tombstones. So the last record of each saga wins, and only the last
+// snapshot of a live saga is decoded (the others are kept as bytes until
+// replaced); ended sagas, told apart by the state header, are not decoded
+// at all. Each record costs a map operation: the restore of a topic with a
+// million sagas is bounded by reading it, not by this.
+type restoring struct {
+	parts map[int32]*partition
+	live  map[string]pendingSnapshot
+	ended map[string]endedIn
+	n     int
+}
+
+type pendingSnapshot struct {
+	p   int32
+	val []byte
+}
+
+type endedIn struct {
+	p  int32
+	at time.Time
+}
+
+func newRestoring(partitions []int32) *restoring {
+	rs := &restoring{parts: map[int32]*partition{}, live: map[string]pendingSnapshot{}, ended: map[string]endedIn{}}
+	for _, p := range partitions {
+		rs.parts[p] = newPartition()
+	}
+	return rs
+}
+
+func (rs *restoring) add(r kafkatx.Record) {
+	rs.n++
+	id := string(r.Key)
+	switch st := State(r.Header(HeaderState)); {
+	case len(r.Value) == 0:
+		// A tombstone: the saga was forgotten after its window.
+		delete(rs.live, id)
+		delete(rs.ended, id)
+	case st == Completed || st == Cancelled:
+		// Ended: only its id and end time are kept, and both are in the
+		// record.
+		delete(rs.live, id)
+		rs.ended[id] = endedIn{r.Partition, r.Timestamp}
+	default:
+		// Live, or written before snapshots carried their state (decoded
+		// at the end like a live one, and remembered if it ended).
+		delete(rs.ended, id)
+		rs.live[id] = pendingSnapshot{r.Partition, r.Value}
+	}
+}
+
+// finish fills the partitions: ended sagas with their expiry in end order,
+// and the live sagas decoded by decode.
+func (rs *restoring) finish(decode func(*partition, kafkatx.Record)) map[int32]*partition {
+	for id, e := range rs.ended {
+		part := rs.parts[e.p]
+		part.ended[id] = e.at
+		part.expiry = append(part.expiry, endedSaga{id: id, at: e.at})
+	}
+	for _, part := range rs.parts {
+		slices.SortFunc(part.expiry, func(a, b endedSaga) int { return a.at.Compare(b.at) })
+	}
+	for _, l := range rs.live {
+		decode(rs.parts[l.p], kafkatx.Record{Partition: l.p, Value: l.val})
+	}
+	return rs.parts
 }
 
 // restoreSnapshot decodes one snapshot into part.
