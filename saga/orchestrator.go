@@ -352,7 +352,7 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	if len(want) == 0 {
 		return nil
 	}
-	rs := newRestoring(want)
+	rs, began := newRestoring(want), time.Now()
 	err := kafkatx.ReadPartitions(ctx, o.cfg.Brokers, o.cfg.StateTopic, want, func(r kafkatx.Record) error {
 		rs.add(r)
 		return nil
@@ -367,7 +367,11 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	}
 	o.mu.Unlock()
 	o.restored.Add(int64(n))
-	o.log.Info("restored sagas", zap.Int32s("partitions", want), zap.Int("snapshots", n))
+	// What a restart costs, and what it is made of: records read (most are
+	// replaced snapshots and tombstones), bytes, and what was kept.
+	o.log.Info("restored sagas", zap.Int32s("partitions", want), zap.Int("snapshots", n),
+		zap.Int64("bytes", rs.bytes), zap.Int("live", len(rs.live)), zap.Int("ended", len(rs.ended)),
+		zap.Duration("took", time.Since(began)))
 	return nil
 }
 
@@ -384,6 +388,7 @@ type restoring struct {
 	live  map[string]pendingSnapshot
 	ended map[string]endedIn
 	n     int
+	bytes int64
 }
 
 type pendingSnapshot struct {
@@ -406,6 +411,7 @@ func newRestoring(partitions []int32) *restoring {
 
 func (rs *restoring) add(r kafkatx.Record) {
 	rs.n++
+	rs.bytes += int64(len(r.Key) + len(r.Value))
 	id := string(r.Key)
 	switch st := State(r.Header(HeaderState)); {
 	case len(r.Value) == 0:
