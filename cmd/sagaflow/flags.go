@@ -62,7 +62,7 @@ func windowFlags(fs *flag.FlagSet) func() (wire.Windows, error) {
 	fs.DurationVar(&w.SagaRetention, "saga-retention", d.SagaRetention, "orchestrator: how long an ended saga's id is remembered (duplicate starts ignored), then tombstoned on saga.state")
 	fs.DurationVar(&w.IdempotencyTTL, "idempotency-ttl", d.IdempotencyTTL, "orders: how long an Idempotency-Key answers its first response; at most -saga-retention")
 	fs.DurationVar(&w.OrderMemory, "order-memory", d.OrderMemory, "orders: how long an ended order stays in the read model's memory")
-	fs.DurationVar(&w.OrderTTL, "order-ttl", d.OrderTTL, "orders: how long an ended order is kept in Redis after it left memory; then GET answers 404")
+	fs.DurationVar(&w.OrderTTL, "order-ttl", d.OrderTTL, "orders: how long an ended order is kept in Redis after it left memory; then GET answers 404. About 1.6 KB of Redis an order: lower it at hundreds of orders/s (docs/design.md)")
 	fs.DurationVar(&w.CommandRetention, "command-retention", d.CommandRetention, "topics: how long stock.commands and payment.commands keep a command")
 	fs.DurationVar(&w.DedupTTL, "dedup-ttl", d.DedupTTL, "stock, payment: how long dedup, barrier and per-order records live; at least -command-retention + 1m, and longer than a Failed saga may wait for an operator")
 	return func() (wire.Windows, error) { return *w, w.Validate() }
