@@ -154,3 +154,29 @@ func BenchmarkRestoreRecords(b *testing.B) {
 	rs.finish(func(*partition, kafkatx.Record) { b.Fatal("no saga is live") })
 	b.ReportMetric(float64(len(recs))/b.Elapsed().Seconds(), "records/s")
 }
+
+// BenchmarkForgetAtSteadyState is the tick's work at a steady rate: 100
+// sagas end and the 100 oldest of 100,000 remembered are forgotten.
+func BenchmarkForgetAtSteadyState(b *testing.B) {
+	p := newPartition()
+	t0 := time.Now()
+	ids := make([]string, 100_000+100*b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprint(i)
+	}
+	for i := range 100_000 {
+		p.remember(ids[i], t0.Add(time.Duration(i)))
+	}
+	next := 100_000
+	b.ResetTimer()
+	for range b.N {
+		p.forget(100)
+		for range 100 {
+			p.remember(ids[next], t0.Add(time.Duration(next)))
+			next++
+		}
+	}
+	if len(p.ended) != 100_000 {
+		b.Fatalf("%d remembered, want 100000", len(p.ended))
+	}
+}
