@@ -87,6 +87,13 @@ type OrchestratorConfig struct {
 	// still send its start: the orders API's Idempotency-Key TTL. Failed
 	// sagas wait for an operator and stay. Default 15 minutes.
 	Retention time.Duration
+	// CheckpointDir, when set, is where the state of each owned partition is
+	// written every CheckpointEvery (default 10s) and when the partition
+	// leaves, so that a restart reads saga.state only from there on instead
+	// of from its beginning (see checkpoint.go). Losing the directory costs
+	// a slower restart, nothing else.
+	CheckpointDir   string
+	CheckpointEvery time.Duration
 }
 
 func (c OrchestratorConfig) withDefaults() OrchestratorConfig {
@@ -110,6 +117,9 @@ func (c OrchestratorConfig) withDefaults() OrchestratorConfig {
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = DefaultCheckpointEvery
 	}
 	return c
 }
@@ -136,6 +146,9 @@ func (c OrchestratorConfig) Validate() error {
 	if c.Retention < 0 {
 		return errors.New("saga: invalid orchestrator config: negative Retention")
 	}
+	if c.CheckpointEvery < 0 || c.CheckpointEvery >= CheckpointMaxAge {
+		return fmt.Errorf("saga: invalid orchestrator config: CheckpointEvery %s must be positive and below %s, the age past which a checkpoint is not used", c.CheckpointEvery, CheckpointMaxAge)
+	}
 	return nil
 }
 
@@ -148,6 +161,9 @@ type OrchestratorStats struct {
 	Ignored  int64 // inputs not applied: duplicates, stale or late replies, second starts
 	Poison   int64 // records dead-lettered
 	Restored int64 // snapshots read back on partition assignment
+	// FromCheckpoint counts the sagas taken from checkpoints instead
+	// (see OrchestratorConfig.CheckpointDir).
+	FromCheckpoint int64
 	Ticks    int64 // tick records sent
 	Ended    int64 // sagas that reached a terminal state here
 	// Forgotten counts ended sagas tombstoned after the retention window;
@@ -169,6 +185,11 @@ type partition struct {
 	// ended, so the oldest is first.
 	ended  map[string]time.Time
 	expiry []endedSaga
+	// next is the offset of saga.state up to which this state is that of
+	// the log (-1: not known), as of nextAt; written is the nextAt of the
+	// last checkpoint written.
+	next            int64
+	nextAt, written time.Time
 }
 
 type endedSaga struct {
@@ -177,7 +198,7 @@ type endedSaga struct {
 }
 
 func newPartition() *partition {
-	return &partition{sagas: map[string]*Instance{}, timers: map[string]time.Time{}, ended: map[string]time.Time{}}
+	return &partition{sagas: map[string]*Instance{}, timers: map[string]time.Time{}, ended: map[string]time.Time{}, next: -1}
 }
 
 // done reports whether a saga ended for good: Failed can still be moved by an
@@ -254,7 +275,10 @@ type Orchestrator struct {
 	parts    map[int32]*partition
 	lastTick map[int32]time.Time
 
-	applied, ignored, poison, restored, ticked, ended, forgotten atomic.Int64
+	ckMu  sync.Mutex
+	ident checkpointHeader // the state topic's identity, once known
+
+	applied, ignored, poison, restored, seeded, ticked, ended, forgotten atomic.Int64
 }
 
 // NewOrchestrator returns an orchestrator; Run starts it. A nil log means no
@@ -303,6 +327,10 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); o.ticker(tctx) }()
+	if o.cfg.CheckpointDir != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); o.checkpoints(tctx) }()
+	}
 	err = o.loop.Run(ctx)
 	stop()
 	wg.Wait()
@@ -312,7 +340,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 // Stats returns the counters; safe from any goroutine.
 func (o *Orchestrator) Stats() OrchestratorStats {
 	st := OrchestratorStats{Applied: o.applied.Load(), Ignored: o.ignored.Load(), Poison: o.poison.Load(),
-		Restored: o.restored.Load(), Ticks: o.ticked.Load(), Ended: o.ended.Load(), Forgotten: o.forgotten.Load()}
+		Restored: o.restored.Load(), FromCheckpoint: o.seeded.Load(), Ticks: o.ticked.Load(), Ended: o.ended.Load(), Forgotten: o.forgotten.Load()}
 	o.mu.Lock()
 	for _, p := range o.parts {
 		st.Live += int64(len(p.sagas))
@@ -353,25 +381,37 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 		return nil
 	}
 	rs, began := newRestoring(want), time.Now()
-	err := kafkatx.ReadPartitions(ctx, o.cfg.Brokers, o.cfg.StateTopic, want, func(r kafkatx.Record) error {
-		rs.add(r)
-		return nil
-	})
+	from := o.fromCheckpoints(ctx, rs, want, began)
+	read := func(r kafkatx.Record) error { rs.add(r); return nil }
+	ends, err := kafkatx.ReadPartitionsFrom(ctx, o.cfg.Brokers, o.cfg.StateTopic, from, read)
+	if errors.Is(err, kafkatx.ErrOffsetOutOfRange) {
+		// A checkpoint beyond what the log holds: not about this log.
+		o.log.Warn("checkpoint does not fit saga.state; reading it from the beginning", zap.Error(err))
+		rs = newRestoring(want)
+		for p := range from {
+			from[p] = -1
+		}
+		ends, err = kafkatx.ReadPartitionsFrom(ctx, o.cfg.Brokers, o.cfg.StateTopic, from, read)
+	}
 	if err != nil {
 		return fmt.Errorf("saga: restore %s %v: %w", o.cfg.StateTopic, want, err)
 	}
 	loaded, n := rs.finish(o.restoreSnapshot), rs.n
 	o.mu.Lock()
 	for p, part := range loaded {
+		// The state is that of the log below ends[p] as of when the reading
+		// began, at the latest.
+		part.next, part.nextAt = ends[p], began
 		o.parts[p] = part
 	}
 	o.mu.Unlock()
 	o.restored.Add(int64(n))
+	o.seeded.Add(int64(rs.seeded))
 	// What a restart costs, and what it is made of: records read (most are
 	// replaced snapshots and tombstones), bytes, and what was kept.
 	o.log.Info("restored sagas", zap.Int32s("partitions", want), zap.Int("snapshots", n),
-		zap.Int64("bytes", rs.bytes), zap.Int("live", len(rs.live)), zap.Int("ended", len(rs.ended)),
-		zap.Duration("took", time.Since(began)))
+		zap.Int64("bytes", rs.bytes), zap.Int("from_checkpoint", rs.seeded), zap.Int("live", len(rs.live)),
+		zap.Int("ended", len(rs.ended)), zap.Duration("took", time.Since(began)))
 	return nil
 }
 
@@ -389,6 +429,8 @@ type restoring struct {
 	ended map[string]endedIn
 	n     int
 	bytes int64
+	// seeded counts the sagas taken from checkpoints.
+	seeded int
 }
 
 type pendingSnapshot struct {
@@ -407,6 +449,18 @@ func newRestoring(partitions []int32) *restoring {
 		rs.parts[p] = newPartition()
 	}
 	return rs
+}
+
+// seed starts the restore of c's partition from c: the records after it
+// then apply on top, as they would on top of the records before it.
+func (rs *restoring) seed(c *checkpoint) {
+	for _, e := range c.ended {
+		rs.ended[e.id] = endedIn{c.Partition, e.at}
+	}
+	for _, l := range c.live {
+		rs.live[l.id] = pendingSnapshot{c.Partition, l.val}
+	}
+	rs.seeded += len(c.ended) + len(c.live)
 }
 
 func (rs *restoring) add(r kafkatx.Record) {
@@ -487,6 +541,15 @@ func (p *partition) put(in *Instance) {
 // revoke forgets the sagas of partitions that left; their new owner restores
 // them from saga.state.
 func (o *Orchestrator) revoke(tps []kafkatx.TopicPartition, lost bool) {
+	if !lost {
+		// What this instance knows of them spares their next owner, or
+		// this instance after a restart, most of the reading.
+		ps := make([]int32, len(tps))
+		for i, tp := range tps {
+			ps[i] = tp.Partition
+		}
+		o.checkpoint(ps)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, tp := range tps {
@@ -608,7 +671,7 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 			// The state in a header lets a restore pass over ended sagas
 			// without decoding their snapshots (see restore).
 			kafkatx.Header{Key: HeaderState, Value: []byte(in.State)},
-		).OnPartition(b.part[id]))
+		).OnPartition(b.part[id]).Tracked())
 	}
 	// The crash window the chaos tests aim at: commands and snapshots
 	// produced, offsets not yet committed.
@@ -616,8 +679,10 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 	out.OnCommit(func() {
 		o.applied.Add(b.applied)
 		o.ignored.Add(b.ignored)
+		offsets, known := out.Offsets()
 		o.mu.Lock()
 		defer o.mu.Unlock()
+		b.advance(offsets, known)
 		// Forget first: the sagas ending now go to the back of expiry.
 		for p, n := range b.forget {
 			if part := o.parts[p]; part != nil && n <= len(part.expiry) {
@@ -645,6 +710,36 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 	return nil
 }
 
+// advance moves each partition's saga.state offset past what this committed
+// batch wrote there. Unknown offsets make the partition's state unknown to
+// checkpoints until its next restore. Called with o.mu held.
+func (b *batch) advance(offsets map[kafkatx.TopicPartition]int64, known bool) {
+	for p := range b.touched() {
+		part := b.o.parts[p]
+		if part == nil {
+			continue
+		}
+		off, ok := offsets[kafkatx.TopicPartition{Topic: b.o.cfg.StateTopic, Partition: p}]
+		if !known || !ok || part.next < 0 {
+			part.next = -1
+			continue
+		}
+		part.next, part.nextAt = max(part.next, off+1), b.now
+	}
+}
+
+// touched returns the partitions this batch wrote to saga.state.
+func (b *batch) touched() map[int32]bool {
+	ps := map[int32]bool{}
+	for _, p := range b.part {
+		ps[p] = true
+	}
+	for p := range b.forget {
+		ps[p] = true
+	}
+	return ps
+}
+
 // maxForget bounds the tombstones one transaction carries per partition.
 const maxForget = 2000
 
@@ -668,7 +763,7 @@ func (b *batch) sweep(ctx context.Context, recs []kafkatx.Record) {
 		o.mu.Unlock()
 		for _, e := range gone {
 			b.out.Produce(ctx, kafkatx.NewMessage(o.cfg.StateTopic, []byte(e.id), nil,
-				kafkatx.Header{Key: HeaderSagaID, Value: []byte(e.id)}).OnPartition(r.Partition))
+				kafkatx.Header{Key: HeaderSagaID, Value: []byte(e.id)}).OnPartition(r.Partition).Tracked())
 		}
 		if len(gone) > 0 {
 			if b.forget == nil {

@@ -252,6 +252,33 @@ func timeoutMs(ctx context.Context, def int) int {
 	return def
 }
 
+// TopicIdentity returns the id of the cluster and of topic: a topic deleted
+// and created again under its name gets a new id, so what was learnt of the
+// old one (a restore checkpoint) is told apart from the new.
+func TopicIdentity(ctx context.Context, brokers, topic string) (cluster, topicID string, err error) {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	if err != nil {
+		return "", "", fmt.Errorf("kafkatx: admin client: %w", err)
+	}
+	defer ac.Close()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultAdminTimeoutMs*time.Millisecond)
+		defer cancel()
+	}
+	if cluster, err = ac.ClusterID(ctx); err != nil {
+		return "", "", fmt.Errorf("kafkatx: cluster id: %w", err)
+	}
+	res, err := ac.DescribeTopics(ctx, kafka.NewTopicCollectionOfTopicNames([]string{topic}))
+	if err != nil {
+		return "", "", fmt.Errorf("kafkatx: describe %s: %w", topic, err)
+	}
+	if len(res.TopicDescriptions) != 1 || res.TopicDescriptions[0].Error.Code() != kafka.ErrNoError {
+		return "", "", fmt.Errorf("kafkatx: describe %s: %v", topic, res.TopicDescriptions)
+	}
+	return cluster, res.TopicDescriptions[0].TopicID.String(), nil
+}
+
 // Partitions returns the partition numbers of topic.
 func Partitions(ctx context.Context, brokers, topic string) ([]int32, error) {
 	tm, err := topicMetadata(ctx, brokers, topic)

@@ -15,12 +15,15 @@ var (
 	// over. The loop stops: recreating the producer would fence the newer
 	// instance in turn, and the two would take turns forever.
 	ErrFenced = errors.New("kafkatx: fenced by a newer instance with the same transactional id")
-	// ErrStopTimeout means Run gave up waiting for the loop to stop within
-	// Config.StopTimeout and abandoned it (see Loop.Run).
 	// ErrWedged means a call into the client library did not return within
 	// Config.WedgeTimeout; the loop was given up (see Config.WedgeTimeout).
-	ErrWedged      = errors.New("kafkatx: a transactional call did not return; loop abandoned")
+	ErrWedged = errors.New("kafkatx: a transactional call did not return; loop abandoned")
+	// ErrStopTimeout means Run gave up waiting for the loop to stop within
+	// Config.StopTimeout and abandoned it (see Loop.Run).
 	ErrStopTimeout = errors.New("kafkatx: loop did not stop within its stop timeout; abandoned")
+	// ErrOffsetOutOfRange means a read was asked to start outside the log
+	// (see ReadPartitionsFrom).
+	ErrOffsetOutOfRange = errors.New("offset out of range")
 	// ErrPoison marks a record no retry can fix (it cannot be decoded, or it
 	// names something that does not exist). Wrap it with Poison.
 	ErrPoison = errors.New("kafkatx: poison record")

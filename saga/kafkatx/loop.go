@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,69 @@ type Sink struct {
 	err      error
 	produced int
 	onCommit []func()
+	track    *delivered
+}
+
+// delivered gathers the offsets of a Sink's tracked messages from their
+// delivery reports, which the producer's event goroutine hands over.
+type delivered struct {
+	mu      sync.Mutex
+	pending int
+	failed  bool
+	last    map[TopicPartition]int64
+	all     chan struct{} // closed when pending reaches 0 after settle
+	settled bool
+}
+
+func (d *delivered) report(m *kafka.Message) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pending--
+	if m.TopicPartition.Error != nil {
+		d.failed = true
+	} else {
+		tp := TopicPartition{Topic: *m.TopicPartition.Topic, Partition: m.TopicPartition.Partition}
+		d.last[tp] = max(d.last[tp], int64(m.TopicPartition.Offset))
+	}
+	if d.settled && d.pending == 0 {
+		close(d.all)
+	}
+}
+
+// wait waits, at most d, for every tracked message's delivery report. After
+// a commit they were all sent, so this is a formality unless the producer
+// broke; then the offsets stay unknown.
+func (d *delivered) wait(timeout time.Duration) bool {
+	d.mu.Lock()
+	d.settled = true
+	if d.pending == 0 {
+		d.mu.Unlock()
+		return !d.failed
+	}
+	d.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-d.all:
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return !d.failed
+	case <-t.C:
+		return false
+	}
+}
+
+// Offsets returns, for the tracked messages of the transaction (see
+// Message.Tracked), the highest offset of each partition they went to. It is
+// meant for OnCommit functions; ok is false when some offset is not known,
+// and then none should be relied on.
+func (s *Sink) Offsets() (last map[TopicPartition]int64, ok bool) {
+	if s.track == nil {
+		return nil, true
+	}
+	s.track.mu.Lock()
+	defer s.track.mu.Unlock()
+	return s.track.last, s.track.settled && s.track.pending == 0 && !s.track.failed
 }
 
 // Produce sends m inside the transaction. A failure is remembered and aborts
@@ -56,11 +120,27 @@ func (s *Sink) Produce(ctx context.Context, m Message) {
 			msg.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
 		}
 	}
+	if m.tracked {
+		if s.track == nil {
+			s.track = &delivered{last: map[TopicPartition]int64{}, all: make(chan struct{})}
+		}
+		msg.Opaque = s.track
+	}
 	for {
+		if m.tracked {
+			s.track.mu.Lock()
+			s.track.pending++
+			s.track.mu.Unlock()
+		}
 		err := s.p.Produce(msg, nil)
 		if err == nil {
 			s.produced++
 			return
+		}
+		if m.tracked {
+			s.track.mu.Lock()
+			s.track.pending--
+			s.track.mu.Unlock()
 		}
 		// A full local queue drains as deliveries complete; waiting is the
 		// remedy, not failing the transaction.
@@ -405,6 +485,9 @@ func (l *Loop) flush(ctx context.Context) bool {
 			return false
 		}
 		l.failures = 0
+		if out.track != nil && !out.track.wait(5*time.Second) {
+			l.log.Warn("delivery reports of a committed transaction missing; its offsets stay unknown")
+		}
 		for _, f := range out.onCommit {
 			f()
 		}
@@ -909,6 +992,9 @@ func (l *Loop) createProducer() error {
 		for ev := range p.Events() {
 			switch e := ev.(type) {
 			case *kafka.Message:
+				if d, ok := e.Opaque.(*delivered); ok {
+					d.report(e)
+				}
 				if e.TopicPartition.Error != nil {
 					l.log.Warn("delivery failed", zap.String("topic", *e.TopicPartition.Topic), zap.Error(e.TopicPartition.Error))
 				}

@@ -24,8 +24,27 @@ import (
 // stopped at the stable offset lost them (the 3-node failover test found
 // this: state went back, commands went out twice).
 func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int32, fn func(Record) error) error {
-	if len(partitions) == 0 {
-		return nil
+	from := make(map[int32]int64, len(partitions))
+	for _, p := range partitions {
+		from[p] = -1
+	}
+	_, err := ReadPartitionsFrom(ctx, brokers, topic, from, fn)
+	return err
+}
+
+// ReadPartitionsFrom is ReadPartitions from the given offset of each
+// partition (-1: the beginning). It returns the end it read up to on each
+// partition: every committed record below it was passed to fn, or lay below
+// the start. A start below the log start offset, or past the end, is an
+// error wrapping ErrOffsetOutOfRange: what the caller knew of the partition
+// is older than the log, or from another log.
+func ReadPartitionsFrom(ctx context.Context, brokers, topic string, from map[int32]int64, fn func(Record) error) (map[int32]int64, error) {
+	if len(from) == 0 {
+		return nil, nil
+	}
+	partitions := make([]int32, 0, len(from))
+	for p := range from {
+		partitions = append(partitions, p)
 	}
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers":    brokers,
@@ -35,30 +54,39 @@ func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int
 		"enable.partition.eof": true,
 	})
 	if err != nil {
-		return fmt.Errorf("kafkatx: reader: %w", err)
+		return nil, fmt.Errorf("kafkatx: reader: %w", err)
 	}
 	defer c.Close()
 	marks, err := highWatermarks(ctx, brokers, topic, partitions)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ends := map[int32]int64{}
+	ends, read := map[int32]int64{}, map[int32]int64{}
 	var assign []kafka.TopicPartition
 	for _, p := range partitions {
-		if m := marks[p]; m.hi > m.lo {
+		m, start := marks[p], kafka.OffsetBeginning
+		read[p] = m.hi
+		if off := from[p]; off >= 0 {
+			if off < m.lo || off > m.hi {
+				return nil, fmt.Errorf("kafkatx: read %s[%d] from %d: %w (the log holds %d to %d)", topic, p, off, ErrOffsetOutOfRange, m.lo, m.hi)
+			}
+			start = kafka.Offset(off)
+			m.lo = off
+		}
+		if m.hi > m.lo {
 			ends[p] = m.hi
-			assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: kafka.OffsetBeginning})
+			assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: start})
 		}
 	}
 	if len(assign) == 0 {
-		return nil
+		return read, nil
 	}
 	if err := c.Assign(assign); err != nil {
-		return fmt.Errorf("kafkatx: assign %s: %w", topic, err)
+		return nil, fmt.Errorf("kafkatx: assign %s: %w", topic, err)
 	}
 	for len(ends) > 0 {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("kafkatx: read %s: %w", topic, err)
+			return nil, fmt.Errorf("kafkatx: read %s: %w", topic, err)
 		}
 		switch ev := c.Poll(100).(type) {
 		case *kafka.Message:
@@ -69,7 +97,7 @@ func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int
 			}
 			if off < end {
 				if err := fn(toRecord(ev)); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			if off+1 >= end {
@@ -83,7 +111,7 @@ func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int
 			}
 		case kafka.Error:
 			if ev.IsFatal() {
-				return fmt.Errorf("kafkatx: read %s: %w", topic, ev)
+				return nil, fmt.Errorf("kafkatx: read %s: %w", topic, ev)
 			}
 		case nil:
 			// The last records may be transaction markers, which are never
@@ -96,7 +124,7 @@ func ReadPartitions(ctx context.Context, brokers, topic string, partitions []int
 			}
 		}
 	}
-	return nil
+	return read, nil
 }
 
 type watermarks struct{ lo, hi int64 }

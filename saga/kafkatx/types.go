@@ -37,6 +37,8 @@ type Message struct {
 	// partition number of every topic.
 	partition int32
 	pinned    bool
+	// tracked asks the Sink for the offset Kafka gave the message.
+	tracked bool
 }
 
 // NewMessage returns a message for topic, partitioned by key.
@@ -47,6 +49,13 @@ func NewMessage(topic string, key, value []byte, headers ...Header) Message {
 // OnPartition returns m pinned to partition p instead of partitioned by key.
 func (m Message) OnPartition(p int32) Message {
 	m.partition, m.pinned = p, true
+	return m
+}
+
+// Tracked returns m with its offset reported by Sink.Offsets once the
+// transaction commits.
+func (m Message) Tracked() Message {
+	m.tracked = true
 	return m
 }
 

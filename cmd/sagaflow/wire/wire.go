@@ -91,6 +91,10 @@ type Config struct {
 	RedisPrefix string
 	// Windows are the retention windows; zero takes DefaultWindows.
 	Windows Windows
+	// CheckpointDir and CheckpointEvery are the orchestrator's restore
+	// checkpoints (saga.OrchestratorConfig); an empty dir writes none.
+	CheckpointDir   string
+	CheckpointEvery time.Duration
 }
 
 func (c Config) windows() Windows {
@@ -133,7 +137,8 @@ func NewOrchestrator(cfg Config, log *zap.Logger) (*saga.Orchestrator, error) {
 		Starts:      orders.Starts(),
 		StartTopics: []string{t.Events}, ReplyTopics: []string{t.StockReplies, t.PaymentReplies},
 		ControlTopic: t.Control, StateTopic: t.State, TickInterval: cfg.TickInterval,
-		Retention: cfg.windows().SagaRetention,
+		Retention:     cfg.windows().SagaRetention,
+		CheckpointDir: cfg.CheckpointDir, CheckpointEvery: cfg.CheckpointEvery,
 	}, log)
 }
 

@@ -1,0 +1,131 @@
+package saga
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sagaflow/sagaflow/saga/kafkatx"
+)
+
+func testCheckpoint(at time.Time) *checkpoint {
+	c := &checkpoint{checkpointHeader: checkpointHeader{Cluster: "c1", Topic: "saga.state", TopicID: "t1", Partition: 3, Next: 1234, At: at}}
+	c.live = []liveSnapshot{{id: "live-1", val: []byte(`{"id":"live-1"}`)}}
+	for i, id := range []string{"a", "b", "c"} {
+		c.ended = append(c.ended, endedSaga{id: id, at: at.Add(time.Duration(i) * time.Second)})
+	}
+	return c
+}
+
+func TestCheckpointRoundTripAndDamage(t *testing.T) {
+	now := time.Now()
+	c := testCheckpoint(now)
+	b, err := c.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeCheckpoint(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.At.Equal(c.At) || got.Next != c.Next || got.Partition != 3 || got.TopicID != "t1" {
+		t.Errorf("header %+v, want %+v", got.checkpointHeader, c.checkpointHeader)
+	}
+	if len(got.live) != 1 || got.live[0].id != "live-1" || string(got.live[0].val) != `{"id":"live-1"}` {
+		t.Errorf("live %+v", got.live)
+	}
+	if len(got.ended) != 3 || got.ended[2].id != "c" || !got.ended[2].at.Equal(c.ended[2].at) {
+		t.Errorf("ended %+v", got.ended)
+	}
+	// Every truncation and every flipped byte is refused, never misread.
+	for n := range len(b) {
+		if _, err := decodeCheckpoint(b[:n]); !errors.Is(err, errBadCheckpoint) {
+			t.Fatalf("truncated to %d bytes: %v", n, err)
+		}
+		bad := append([]byte(nil), b...)
+		bad[n] ^= 0x20
+		if _, err := decodeCheckpoint(bad); !errors.Is(err, errBadCheckpoint) {
+			t.Fatalf("byte %d flipped: %v", n, err)
+		}
+	}
+}
+
+func TestReadCheckpointRefusesAnotherTopicOrAnOldOne(t *testing.T) {
+	dir, now := t.TempDir(), time.Now()
+	c := testCheckpoint(now.Add(-time.Minute))
+	if _, err := writeCheckpoint(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	want := c.checkpointHeader
+	want.Next, want.At = 0, time.Time{}
+	if got, err := readCheckpoint(dir, want, now); err != nil || got.Next != 1234 {
+		t.Fatalf("the checkpoint itself: %v", err)
+	}
+	// The same topic name created again has a new id: its file is another.
+	again := want
+	again.TopicID = "t2"
+	if _, err := readCheckpoint(dir, again, now); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("another topic id read a checkpoint: %v", err)
+	}
+	// A file moved under the wrong name is refused by its header.
+	other := want
+	other.Partition = 4
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(checkpointFile(dir, want), checkpointFile(dir, other)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readCheckpoint(dir, other, now); !errors.Is(err, errBadCheckpoint) {
+		t.Errorf("a checkpoint of partition 3 read for partition 4: %v", err)
+	}
+	// Older than CheckpointMaxAge: compaction may have dropped tombstones
+	// it did not see.
+	c.At = now.Add(-CheckpointMaxAge - time.Second)
+	if _, err := writeCheckpoint(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readCheckpoint(dir, want, now); err == nil || !strings.Contains(err.Error(), "too old") {
+		t.Errorf("an old checkpoint was used: %v", err)
+	}
+	pruneCheckpoints(dir, now.Add(CheckpointMaxAge+time.Minute))
+	if _, err := os.Stat(checkpointFile(dir, want)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an unusable checkpoint was kept: %v", err)
+	}
+}
+
+// The records after a checkpoint apply on top of it as they would on top of
+// the records before it: the last record of each saga wins.
+func TestRestoreFromACheckpointAppliesTheRecordsAfterIt(t *testing.T) {
+	now := time.Now()
+	c := testCheckpoint(now)
+	c.Partition = 0
+	rs := newRestoring([]int32{0})
+	rs.seed(c)
+	inst := func(id string, st State) *Instance {
+		return &Instance{ID: id, Type: "order", State: st, History: []Change{{At: now, To: st}}}
+	}
+	rs.add(tombstone(0, "a"))                                          // forgotten after the checkpoint
+	rs.add(snapshotRecord(t, 0, inst("b", Running), true, now))        // the last record wins, whatever it says
+	rs.add(snapshotRecord(t, 0, inst("live-1", Completed), true, now)) // the live one ended
+	rs.add(snapshotRecord(t, 0, inst("d", Cancelled), true, now))      // began and ended after it
+	var decoded []string
+	parts := rs.finish(func(_ *partition, r kafkatx.Record) { decoded = append(decoded, string(r.Value)) })
+	p := parts[0]
+	if _, ok := p.ended["a"]; ok {
+		t.Error("a tombstoned saga is remembered")
+	}
+	if _, ok := p.ended["b"]; ok {
+		t.Error("b is remembered as ended after a record that says it runs")
+	}
+	for _, id := range []string{"c", "live-1", "d"} {
+		if _, ok := p.ended[id]; !ok {
+			t.Errorf("%s is not remembered as ended", id)
+		}
+	}
+	if len(decoded) != 1 || rs.seeded != 4 || rs.n != 4 {
+		t.Errorf("decoded %q, seeded %d, read %d", decoded, rs.seeded, rs.n)
+	}
+}
