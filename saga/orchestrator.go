@@ -164,8 +164,8 @@ type OrchestratorStats struct {
 	// FromCheckpoint counts the sagas taken from checkpoints instead
 	// (see OrchestratorConfig.CheckpointDir).
 	FromCheckpoint int64
-	Ticks    int64 // tick records sent
-	Ended    int64 // sagas that reached a terminal state here
+	Ticks          int64 // tick records sent
+	Ended          int64 // sagas that reached a terminal state here
 	// Forgotten counts ended sagas tombstoned after the retention window;
 	// Live and Remembered are the sagas in memory now: running (or Failed)
 	// ones with their instance, ended ones by id only.
