@@ -116,6 +116,7 @@ func (pr *Producer) watch() {
 	defer close(pr.watching)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var busy busySince
 	for {
 		select {
 		case <-pr.stop:
@@ -125,7 +126,7 @@ func (pr *Producer) watch() {
 		pr.mu.RLock()
 		held := pr.cur.p.Len()
 		pr.mu.RUnlock()
-		quiet := time.Since(time.Unix(0, pr.lastReport.Load()))
+		quiet := busy.quiet(held, time.Unix(0, pr.lastReport.Load()), time.Now())
 		if held == 0 || quiet < pr.stall {
 			continue
 		}
@@ -145,6 +146,28 @@ func (pr *Producer) watch() {
 			zap.Int("records_held", held), zap.Duration("quiet", quiet))
 		go retire(old.p)
 	}
+}
+
+// busySince tells how long a producer has held records without a delivery
+// report. The quiet time counts from the last report or from when the
+// records were first seen, whichever is later: after an hour without traffic
+// the last report is an hour old, and the first record sent then is not a
+// stall (measured from the report alone, it was: the first order after a
+// long idle spell got a 503).
+type busySince struct{ at time.Time }
+
+func (b *busySince) quiet(held int, lastReport, now time.Time) time.Duration {
+	if held == 0 {
+		b.at = time.Time{}
+		return 0
+	}
+	if b.at.IsZero() {
+		b.at = now
+	}
+	if lastReport.After(b.at) {
+		return now.Sub(lastReport)
+	}
+	return now.Sub(b.at)
 }
 
 // retire purges a replaced producer's records and closes it once their

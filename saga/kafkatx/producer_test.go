@@ -73,3 +73,61 @@ func TestProducerReplacedWhenItStalls(t *testing.T) {
 		}
 	}
 }
+
+// A producer that sent nothing for longer than the stall timeout is not
+// stalled when it sends again and the broker takes a moment to answer: the
+// first order after a quiet spell of 18 minutes got a 503 because the quiet
+// time counted from the last delivery report.
+func TestProducerIdleSpellIsNotAStall(t *testing.T) {
+	b, err := StartEmbedded(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	pr, err := NewProducer(b.Brokers(), zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	pr.stall = 2 * time.Second
+	send := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return pr.Send(ctx, NewMessage(TopicOrderEvents, []byte("k"), []byte("v")))
+	}
+	if err := send(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // idle, past the stall timeout
+	// The broker answers the next produce after 1.5 s: slow, not stalled,
+	// and held across at least one of the watcher's once-a-second looks.
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		time.Sleep(1500 * time.Millisecond)
+		return nil, nil, false
+	})
+	if err := send(); err != nil || pr.Replaced() != 0 {
+		t.Fatalf("the first send after the idle spell: %v, %d replacements", err, pr.Replaced())
+	}
+}
+
+func TestBusySinceCountsFromTheLaterOfReportAndRecords(t *testing.T) {
+	t0 := time.Now()
+	var b busySince
+	lastReport := t0.Add(-time.Hour) // an hour idle
+	if q := b.quiet(0, lastReport, t0); q != 0 {
+		t.Errorf("nothing held: quiet %s", q)
+	}
+	if q := b.quiet(3, lastReport, t0.Add(time.Second)); q != 0 {
+		t.Errorf("records first seen: quiet %s, want 0", q)
+	}
+	if q := b.quiet(3, lastReport, t0.Add(20*time.Second)); q != 19*time.Second {
+		t.Errorf("held 19s without a report: quiet %s", q)
+	}
+	if q := b.quiet(3, t0.Add(18*time.Second), t0.Add(20*time.Second)); q != 2*time.Second {
+		t.Errorf("a report 2s ago: quiet %s", q)
+	}
+	b.quiet(0, lastReport, t0.Add(21*time.Second))
+	if q := b.quiet(1, lastReport, t0.Add(22*time.Second)); q != 0 {
+		t.Errorf("held again after a spell with nothing held: quiet %s", q)
+	}
+}
