@@ -80,8 +80,10 @@ type checkpoint struct {
 	checkpointHeader
 	live  []liveSnapshot
 	ended []endedSaga
-	// instances are the live sagas before they are encoded into live.
+	// instances are the live sagas before they are encoded into live;
+	// body what follows the header until load decodes it.
 	instances []*Instance
+	body      []byte
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -125,6 +127,16 @@ var errBadCheckpoint = errors.New("saga: not a readable checkpoint")
 // decodeCheckpoint reads what encode wrote; a truncated or altered file is
 // errBadCheckpoint.
 func decodeCheckpoint(b []byte) (*checkpoint, error) {
+	c, err := openCheckpoint(b)
+	if err != nil {
+		return nil, err
+	}
+	return c, c.load()
+}
+
+// openCheckpoint checks b's checksum and reads its header; load reads the
+// rest.
+func openCheckpoint(b []byte) (*checkpoint, error) {
 	if len(b) < len(checkpointMagic)+4 || !bytes.HasPrefix(b, []byte(checkpointMagic)) {
 		return nil, errBadCheckpoint
 	}
@@ -133,23 +145,42 @@ func decodeCheckpoint(b []byte) (*checkpoint, error) {
 		return nil, fmt.Errorf("%w: checksum", errBadCheckpoint)
 	}
 	r := &byteReader{b: body[len(checkpointMagic):]}
-	var c checkpoint
-	if err := json.Unmarshal(r.bytes(), &c.checkpointHeader); err != nil {
+	c := &checkpoint{}
+	if err := json.Unmarshal(r.bytes(), &c.checkpointHeader); err != nil || r.bad {
 		return nil, fmt.Errorf("%w: header: %v", errBadCheckpoint, err)
+	}
+	c.body = r.b
+	return c, nil
+}
+
+// load decodes the sagas. The ids of the ended ones, most of the file, are
+// cut from one string: a million small strings cost the restore more in
+// allocation and garbage collection than all the rest.
+func (c *checkpoint) load() error {
+	if c.body == nil {
+		return nil // made here, not read
+	}
+	all := string(c.body)
+	r := &byteReader{b: c.body}
+	at := func(b []byte) string {
+		off := len(c.body) - len(r.b) - len(b)
+		return all[off : off+len(b)]
 	}
 	c.live = make([]liveSnapshot, r.count())
 	for i := range c.live {
-		c.live[i] = liveSnapshot{id: string(r.bytes()), val: r.bytes()}
+		id := at(r.bytes())
+		c.live[i] = liveSnapshot{id: id, val: r.bytes()}
 	}
 	c.ended = make([]endedSaga, r.count())
 	for i := range c.ended {
-		id := r.bytes()
-		c.ended[i] = endedSaga{id: string(id), at: time.Unix(0, r.varint())}
+		id := at(r.bytes())
+		c.ended[i] = endedSaga{id: id, at: time.Unix(0, r.varint())}
 	}
+	c.body = nil
 	if r.bad || len(r.b) != 0 {
-		return nil, fmt.Errorf("%w: layout", errBadCheckpoint)
+		return fmt.Errorf("%w: layout", errBadCheckpoint)
 	}
-	return &c, nil
+	return nil
 }
 
 // byteReader takes uvarint-framed fields off b; a field that does not fit
@@ -238,13 +269,14 @@ func writeCheckpoint(dir string, c *checkpoint) (int, error) {
 }
 
 // readCheckpoint returns the usable checkpoint for what want names (its
-// Next and At are ignored), or why there is none.
+// Next and At are ignored), or why there is none. Its sagas are not decoded
+// yet (see load).
 func readCheckpoint(dir string, want checkpointHeader, now time.Time) (*checkpoint, error) {
 	b, err := os.ReadFile(checkpointFile(dir, want))
 	if err != nil {
 		return nil, err
 	}
-	c, err := decodeCheckpoint(b)
+	c, err := openCheckpoint(b)
 	if err != nil {
 		return nil, err
 	}
@@ -275,18 +307,18 @@ func pruneCheckpoints(dir string, now time.Time) {
 }
 
 // identity returns the cluster and topic id of the state topic, asked of
-// Kafka once.
+// Kafka once. Two restores may both ask; they get the same answer.
 func (o *Orchestrator) identity(ctx context.Context) (checkpointHeader, error) {
-	o.ckMu.Lock()
-	defer o.ckMu.Unlock()
-	if o.ident.TopicID == "" {
-		cluster, id, err := kafkatx.TopicIdentity(ctx, o.cfg.Brokers, o.cfg.StateTopic)
-		if err != nil {
-			return checkpointHeader{}, err
-		}
-		o.ident = checkpointHeader{Cluster: cluster, Topic: o.cfg.StateTopic, TopicID: id}
+	if id := o.ident.Load(); id != nil {
+		return *id, nil
 	}
-	return o.ident, nil
+	cluster, id, err := kafkatx.TopicIdentity(ctx, o.cfg.Brokers, o.cfg.StateTopic)
+	if err != nil {
+		return checkpointHeader{}, err
+	}
+	h := checkpointHeader{Cluster: cluster, Topic: o.cfg.StateTopic, TopicID: id}
+	o.ident.Store(&h)
+	return h, nil
 }
 
 // checkpoints writes the checkpoints of owned partitions every
@@ -312,12 +344,11 @@ func (o *Orchestrator) checkpoints(ctx context.Context) {
 // checkpoint writes the checkpoint of each partition in only (all owned ones
 // when nil) whose state changed since its last one.
 func (o *Orchestrator) checkpoint(only []int32) {
-	o.ckMu.Lock()
-	ident := o.ident
-	o.ckMu.Unlock()
-	if o.cfg.CheckpointDir == "" || ident.TopicID == "" {
+	id := o.ident.Load()
+	if o.cfg.CheckpointDir == "" || id == nil {
 		return
 	}
+	ident := *id
 	o.mu.Lock()
 	var todo []*checkpoint
 	for p, part := range o.parts {
@@ -381,7 +412,7 @@ func (o *Orchestrator) fromCheckpoints(ctx context.Context, rs *restoring, parti
 			}
 			continue
 		}
-		rs.seed(c)
+		rs.seed(c, func(c *checkpoint) { os.Remove(checkpointFile(o.cfg.CheckpointDir, c.checkpointHeader)) })
 		from[p] = c.Next
 	}
 	return from

@@ -3,6 +3,7 @@ package saga
 import (
 	"errors"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,7 +105,7 @@ func TestRestoreFromACheckpointAppliesTheRecordsAfterIt(t *testing.T) {
 	c := testCheckpoint(now)
 	c.Partition = 0
 	rs := newRestoring([]int32{0})
-	rs.seed(c)
+	rs.seed(c, nil)
 	inst := func(id string, st State) *Instance {
 		return &Instance{ID: id, Type: "order", State: st, History: []Change{{At: now, To: st}}}
 	}
@@ -113,7 +114,10 @@ func TestRestoreFromACheckpointAppliesTheRecordsAfterIt(t *testing.T) {
 	rs.add(snapshotRecord(t, 0, inst("live-1", Completed), true, now)) // the live one ended
 	rs.add(snapshotRecord(t, 0, inst("d", Cancelled), true, now))      // began and ended after it
 	var decoded []string
-	parts := rs.finish(func(_ *partition, r kafkatx.Record) { decoded = append(decoded, string(r.Value)) })
+	parts, err := rs.finish(func(_ *partition, r kafkatx.Record) { decoded = append(decoded, string(r.Value)) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := parts[0]
 	if _, ok := p.ended["a"]; ok {
 		t.Error("a tombstoned saga is remembered")
@@ -125,6 +129,10 @@ func TestRestoreFromACheckpointAppliesTheRecordsAfterIt(t *testing.T) {
 		if _, ok := p.ended[id]; !ok {
 			t.Errorf("%s is not remembered as ended", id)
 		}
+	}
+	// Ended after the checkpoint but before its last end: merged in order.
+	if len(p.expiry) != 3 || p.expiry[2].id != "c" || !slices.IsSortedFunc(p.expiry, func(a, b endedSaga) int { return a.at.Compare(b.at) }) {
+		t.Errorf("expiry %+v, want live-1 and d, then c", p.expiry)
 	}
 	if len(decoded) != 1 || rs.seeded != 4 || rs.n != 4 {
 		t.Errorf("decoded %q, seeded %d, read %d", decoded, rs.seeded, rs.n)
@@ -158,9 +166,9 @@ func BenchmarkCheckpoint900k(b *testing.B) {
 				b.Fatal(err)
 			}
 			rs := newRestoring([]int32{0})
-			rs.seed(got)
-			if parts := rs.finish(nil); len(parts[0].ended) != 900_000 {
-				b.Fatal(len(parts[0].ended))
+			rs.seed(got, nil)
+			if parts, err := rs.finish(nil); err != nil || len(parts[0].ended) != 900_000 {
+				b.Fatal(err)
 			}
 		}
 	})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -275,8 +274,7 @@ type Orchestrator struct {
 	parts    map[int32]*partition
 	lastTick map[int32]time.Time
 
-	ckMu  sync.Mutex
-	ident checkpointHeader // the state topic's identity, once known
+	ident atomic.Pointer[checkpointHeader] // the state topic's identity, once known
 
 	applied, ignored, poison, restored, seeded, ticked, ended, forgotten atomic.Int64
 }
@@ -396,7 +394,13 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	if err != nil {
 		return fmt.Errorf("saga: restore %s %v: %w", o.cfg.StateTopic, want, err)
 	}
-	loaded, n := rs.finish(o.restoreSnapshot), rs.n
+	loaded, err := rs.finish(o.restoreSnapshot)
+	if err != nil {
+		// A checkpoint that passed its checksum and still does not decode
+		// is a bug; it was deleted, and the next restore reads the topic.
+		return fmt.Errorf("saga: restore %s %v: %w", o.cfg.StateTopic, want, err)
+	}
+	n := rs.n
 	o.mu.Lock()
 	for p, part := range loaded {
 		// The state is that of the log below ends[p] as of when the reading
@@ -413,93 +417,6 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 		zap.Int64("bytes", rs.bytes), zap.Int("from_checkpoint", rs.seeded), zap.Int("live", len(rs.live)),
 		zap.Int("ended", len(rs.ended)), zap.Duration("took", time.Since(began)))
 	return nil
-}
-
-// restoring gathers what a restore keeps of saga.state, record by record.
-// Most of the topic is snapshots that a later one of the same saga replaces,
-// until compaction removes them, and ended sagas followed by their
-// tombstones. So the last record of each saga wins, and only the last
-// snapshot of a live saga is decoded (the others are kept as bytes until
-// replaced); ended sagas, told apart by the state header, are not decoded
-// at all. Each record costs a map operation: the restore of a topic with a
-// million sagas is bounded by reading it, not by this.
-type restoring struct {
-	parts map[int32]*partition
-	live  map[string]pendingSnapshot
-	ended map[string]endedIn
-	n     int
-	bytes int64
-	// seeded counts the sagas taken from checkpoints.
-	seeded int
-}
-
-type pendingSnapshot struct {
-	p   int32
-	val []byte
-}
-
-type endedIn struct {
-	p  int32
-	at time.Time
-}
-
-func newRestoring(partitions []int32) *restoring {
-	rs := &restoring{parts: map[int32]*partition{}, live: map[string]pendingSnapshot{}, ended: map[string]endedIn{}}
-	for _, p := range partitions {
-		rs.parts[p] = newPartition()
-	}
-	return rs
-}
-
-// seed starts the restore of c's partition from c: the records after it
-// then apply on top, as they would on top of the records before it.
-func (rs *restoring) seed(c *checkpoint) {
-	for _, e := range c.ended {
-		rs.ended[e.id] = endedIn{c.Partition, e.at}
-	}
-	for _, l := range c.live {
-		rs.live[l.id] = pendingSnapshot{c.Partition, l.val}
-	}
-	rs.seeded += len(c.ended) + len(c.live)
-}
-
-func (rs *restoring) add(r kafkatx.Record) {
-	rs.n++
-	rs.bytes += int64(len(r.Key) + len(r.Value))
-	id := string(r.Key)
-	switch st := State(r.Header(HeaderState)); {
-	case len(r.Value) == 0:
-		// A tombstone: the saga was forgotten after its window.
-		delete(rs.live, id)
-		delete(rs.ended, id)
-	case st == Completed || st == Cancelled:
-		// Ended: only its id and end time are kept, and both are in the
-		// record.
-		delete(rs.live, id)
-		rs.ended[id] = endedIn{r.Partition, r.Timestamp}
-	default:
-		// Live, or written before snapshots carried their state (decoded
-		// at the end like a live one, and remembered if it ended).
-		delete(rs.ended, id)
-		rs.live[id] = pendingSnapshot{r.Partition, r.Value}
-	}
-}
-
-// finish fills the partitions: ended sagas with their expiry in end order,
-// and the live sagas decoded by decode.
-func (rs *restoring) finish(decode func(*partition, kafkatx.Record)) map[int32]*partition {
-	for id, e := range rs.ended {
-		part := rs.parts[e.p]
-		part.ended[id] = e.at
-		part.expiry = append(part.expiry, endedSaga{id: id, at: e.at})
-	}
-	for _, part := range rs.parts {
-		slices.SortFunc(part.expiry, func(a, b endedSaga) int { return a.at.Compare(b.at) })
-	}
-	for _, l := range rs.live {
-		decode(rs.parts[l.p], kafkatx.Record{Partition: l.p, Value: l.val})
-	}
-	return rs.parts
 }
 
 // restoreSnapshot decodes one snapshot into part.

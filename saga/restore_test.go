@@ -60,7 +60,7 @@ func TestRestoreKeepsTheLastRecordOfEachSaga(t *testing.T) {
 	}
 	var decoded []string
 	o := &Orchestrator{}
-	parts := rs.finish(func(part *partition, r kafkatx.Record) {
+	parts, err := rs.finish(func(part *partition, r kafkatx.Record) {
 		var in Instance
 		if err := json.Unmarshal(r.Value, &in); err != nil {
 			t.Fatal(err)
@@ -68,6 +68,9 @@ func TestRestoreKeepsTheLastRecordOfEachSaga(t *testing.T) {
 		decoded = append(decoded, in.ID)
 		o.restoreSnapshot(part, r)
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if rs.n != len(recs) {
 		t.Errorf("counted %d records, want %d", rs.n, len(recs))
 	}
@@ -151,7 +154,9 @@ func BenchmarkRestoreRecords(b *testing.B) {
 	for _, r := range recs {
 		rs.add(r)
 	}
-	rs.finish(func(*partition, kafkatx.Record) { b.Fatal("no saga is live") })
+	if _, err := rs.finish(func(*partition, kafkatx.Record) { b.Fatal("no saga is live") }); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportMetric(float64(len(recs))/b.Elapsed().Seconds(), "records/s")
 }
 
