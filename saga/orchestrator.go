@@ -412,10 +412,15 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 	o.restored.Add(int64(n))
 	o.seeded.Add(int64(rs.seeded))
 	// What a restart costs, and what it is made of: records read (most are
-	// replaced snapshots and tombstones), bytes, and what was kept.
+	// replaced snapshots and tombstones), bytes, sagas taken from
+	// checkpoints, and what was kept.
+	live, ended := 0, 0
+	for _, part := range loaded {
+		live, ended = live+len(part.sagas), ended+len(part.ended)
+	}
 	o.log.Info("restored sagas", zap.Int32s("partitions", want), zap.Int("snapshots", n),
-		zap.Int64("bytes", rs.bytes), zap.Int("from_checkpoint", rs.seeded), zap.Int("live", len(rs.live)),
-		zap.Int("ended", len(rs.ended)), zap.Duration("took", time.Since(began)))
+		zap.Int64("bytes", rs.bytes), zap.Int("from_checkpoint", rs.seeded), zap.Int("live", live),
+		zap.Int("ended", ended), zap.Duration("took", time.Since(began)))
 	return nil
 }
 
