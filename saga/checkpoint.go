@@ -155,7 +155,8 @@ func openCheckpoint(b []byte) (*checkpoint, error) {
 
 // load decodes the sagas. The ids of the ended ones, most of the file, are
 // cut from one string: a million small strings cost the restore more in
-// allocation and garbage collection than all the rest.
+// allocation and garbage collection than all the rest. The string stays in
+// memory until the last of them is forgotten, one retention window at most.
 func (c *checkpoint) load() error {
 	if c.body == nil {
 		return nil // made here, not read

@@ -173,3 +173,23 @@ func BenchmarkCheckpoint900k(b *testing.B) {
 		}
 	})
 }
+
+// A checkpoint is trusted for CheckpointMaxAge because compaction keeps a
+// tombstone on saga.state for delete.retention.ms: the topic as `sagaflow
+// topics` makes it must keep them at least twice as long.
+func TestCheckpointAgeStaysWithinTheTombstoneRetention(t *testing.T) {
+	for _, spec := range kafkatx.SagaflowTopics(1) {
+		if spec.Name != kafkatx.TopicSagaState {
+			continue
+		}
+		ms, err := strconv.ParseInt(spec.Config["delete.retention.ms"], 10, 64)
+		if err != nil {
+			t.Fatalf("saga.state delete.retention.ms: %v", err)
+		}
+		if keep := time.Duration(ms) * time.Millisecond; keep < 2*CheckpointMaxAge {
+			t.Errorf("saga.state keeps tombstones %s, a checkpoint is used up to %s old: want at least twice", keep, CheckpointMaxAge)
+		}
+		return
+	}
+	t.Fatal("no saga.state in SagaflowTopics")
+}
