@@ -296,15 +296,25 @@ func readCheckpoint(dir string, want checkpointHeader, now time.Time) (*checkpoi
 // any more (older than CheckpointMaxAge), so that the directory stays
 // bounded across topics and clusters that come and go (tests make many).
 func pruneCheckpoints(dir string, now time.Time) {
+	var dirs []string
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		if info, err := d.Info(); err == nil && now.Sub(info.ModTime()) > CheckpointMaxAge {
-			os.Remove(path)
+		switch {
+		case err != nil:
+		case d.IsDir():
+			if path != dir {
+				dirs = append(dirs, path)
+			}
+		default:
+			if info, err := d.Info(); err == nil && now.Sub(info.ModTime()) > CheckpointMaxAge {
+				os.Remove(path)
+			}
 		}
 		return nil
 	})
+	// Deepest first; a directory that still holds a file stays.
+	for _, d := range slices.Backward(dirs) {
+		os.Remove(d)
+	}
 }
 
 // identity returns the cluster and topic id of the state topic, asked of

@@ -96,6 +96,9 @@ func TestReadCheckpointRefusesAnotherTopicOrAnOldOne(t *testing.T) {
 	if _, err := os.Stat(checkpointFile(dir, want)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("an unusable checkpoint was kept: %v", err)
 	}
+	if left, err := os.ReadDir(dir); err != nil || len(left) != 0 {
+		t.Errorf("the directory still holds %v (%v)", left, err)
+	}
 }
 
 // The records after a checkpoint apply on top of it as they would on top of
