@@ -80,9 +80,11 @@ type checkpoint struct {
 	checkpointHeader
 	live  []liveSnapshot
 	ended []endedSaga
-	// instances are the live sagas before they are encoded into live;
-	// body what follows the header until load decodes it.
+	// instances are the live sagas before they are encoded into live,
+	// part the partition they were taken from; body what follows the
+	// header until load decodes it.
 	instances []*Instance
+	part      *partition
 	body      []byte
 }
 
@@ -371,7 +373,7 @@ func (o *Orchestrator) checkpoint(only []int32) {
 		// Committed instances are never changed in place (Transition
 		// returns a new one), so they are encoded below, unlocked.
 		c.instances = slices.Collect(maps.Values(part.sagas))
-		part.written = part.nextAt
+		c.part = part
 		todo = append(todo, c)
 	}
 	o.mu.Unlock()
@@ -390,9 +392,15 @@ func (o *Orchestrator) checkpoint(only []int32) {
 			n, err = writeCheckpoint(o.cfg.CheckpointDir, c)
 		}
 		if err != nil {
+			// Tried again at the next pass.
 			o.log.Warn("checkpoint not written; a restart reads more of saga.state", zap.Int32("partition", c.Partition), zap.Error(err))
 			continue
 		}
+		o.mu.Lock()
+		if c.part.written.Before(c.At) {
+			c.part.written = c.At
+		}
+		o.mu.Unlock()
 		o.log.Debug("checkpoint written", zap.Int32("partition", c.Partition), zap.Int64("next", c.Next),
 			zap.Int("live", len(c.live)), zap.Int("ended", len(c.ended)), zap.Int("bytes", n), zap.Duration("took", time.Since(began)))
 	}

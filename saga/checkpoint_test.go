@@ -45,8 +45,10 @@ func TestRestartReadsOnFromItsCheckpoint(t *testing.T) {
 	kafkatest.WaitFor(t, 10*time.Second, "the first sagas to end in memory", func() bool {
 		return o1.Stats().Remembered == int64(len(before))
 	})
-	// A checkpoint written after that (the writer runs every 200ms).
-	time.Sleep(time.Second)
+	// Checkpoints written after that (the writer runs every 200ms).
+	kafkatest.WaitFor(t, 10*time.Second, "checkpoints of every change", func() bool {
+		return o1.Stats().Unsaved == 0
+	})
 	old := filepath.Join(t.TempDir(), "old")
 	if err := os.CopyFS(old, os.DirFS(cfg.CheckpointDir)); err != nil {
 		t.Fatal(err)

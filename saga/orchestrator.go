@@ -169,6 +169,9 @@ type OrchestratorStats struct {
 	// Live and Remembered are the sagas in memory now: running (or Failed)
 	// ones with their instance, ended ones by id only.
 	Forgotten, Live, Remembered int64
+	// Unsaved is how many owned partitions changed since their last
+	// checkpoint (none are counted without OrchestratorConfig.CheckpointDir).
+	Unsaved int64
 }
 
 // partition holds the committed instances of one partition number.
@@ -343,6 +346,9 @@ func (o *Orchestrator) Stats() OrchestratorStats {
 	for _, p := range o.parts {
 		st.Live += int64(len(p.sagas))
 		st.Remembered += int64(len(p.ended))
+		if o.cfg.CheckpointDir != "" && p.next >= 0 && p.nextAt.After(p.written) {
+			st.Unsaved++
+		}
 	}
 	o.mu.Unlock()
 	return st
