@@ -13,7 +13,10 @@
 # BENCH_ORDERS_FLAGS (for one service),
 # BENCH_PPROF=1 (the services serve pprof on :16060-16063 and a CPU profile
 # of each is taken during the 1,000/s run), BENCH_MEMWATCH=1 (RSS of every
-# service and Redis's used_memory every 10 s into memory.csv). Results:
+# service and Redis's used_memory every 10 s into memory.csv),
+# BENCH_BIN=path (run this sagaflow build instead of building the working
+# tree: two builds side by side in one session, e.g. `git stash; go build -o
+# /tmp/before ./cmd/sagaflow; git stash pop`, then alternate runs). Results:
 # .cache/bench/.
 set -euo pipefail
 # shellcheck source=dev/lib.sh
@@ -24,10 +27,13 @@ OUT=$CACHE/bench
 mkdir -p "$OUT" "$CACHE/bin"
 K=${SAGAFLOW_KAFKA:-127.0.0.1:19092}
 R=${SAGAFLOW_REDIS:-127.0.0.1:16379}
-BIN=$CACHE/bin/sagaflow
+BIN=${BENCH_BIN:-$CACHE/bin/sagaflow}
 API=127.0.0.1:18080
-say "bench: building sagaflow"
-go build -o "$BIN" ./cmd/sagaflow
+if [[ -z ${BENCH_BIN:-} ]]; then
+	say "bench: building sagaflow"
+	go build -o "$BIN" ./cmd/sagaflow
+fi
+[[ -x $BIN ]] || die "BENCH_BIN=$BIN is not an executable"
 
 pids=()
 stop_services() {
@@ -75,6 +81,57 @@ say "bench: warming up (one saga end to end)"
 "$BIN" bench -kafka "$K" -redis "$R" -url "http://$API/" -clients 1 -duration 1s -drain 90s \
 	-floor-samples 1 -quiet >/dev/null || die "no saga ended during the warm-up; see the logs in $OUT"
 
+# cpu_ticks: the CPU time (user + system, in clock ticks) each part has
+# used so far, as "part ticks" lines: the four services, the local Kafka
+# JVMs (summed) and Redis. A part it cannot find reads 0.
+cpu_ticks() {
+	local i t f
+	for i in "${!services[@]}"; do
+		echo "${services[$i]} $(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo 0)"
+	done
+	t=0
+	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
+		[[ -r $f ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)))
+	done
+	echo "kafka $t"
+	f=$CACHE/redis/redis.pid
+	echo "redis $( [[ -r $f ]] && awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)"
+}
+
+# cpu_report BEFORE AFTER ENDED: the CPU each part spent per saga that ended
+# during a run, and what two cores allow at that cost. On a machine where
+# every part shares the cores this is the figure that says where the time
+# goes; it moves much less from run to run than throughput does.
+cpu_report() {
+	awk -v ended="$3" -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" '
+		NR == FNR { before[$1] = $2; next }
+		{ ms = ($2 - before[$1]) * 1000 / hz / (ended > 0 ? ended : 1); total += ms
+		  line = line sprintf("%s%s %.2f", (line == "" ? "" : ", "), $1, ms) }
+		END { printf "  cpu          ms per saga: %s; total %.2f (%d cores carry about %.0f sagas/s at that cost; the load generator not counted)\n",
+			line, total, cores, (total > 0 ? cores * 1000 / total : 0) }' "$1" "$2"
+}
+
+# A service that just started may still be busy with what it found: the
+# orchestrator restoring saga.state, the orders API's read model moving the
+# orders that ended long ago to the Redis archive. Measured on top of that,
+# the first run is slower than the next by a varying amount, so the runs
+# wait until the services are idle (together under 10% of a core for 2 s).
+settle() {
+	local t0=$SECONDS a b busy
+	while ((SECONDS - t0 < 180)); do
+		a=$(cpu_ticks | awk 'NR <= 4 {s += $2} END {print s}')
+		sleep 2
+		b=$(cpu_ticks | awk 'NR <= 4 {s += $2} END {print s}')
+		busy=$(((b - a) * 100 / 2 / $(getconf CLK_TCK)))
+		if ((busy < 10)); then
+			say "bench: services idle after $((SECONDS - t0)) s"
+			return 0
+		fi
+	done
+	warn "bench: the services were still busy after 180 s (${busy}% of a core); measuring anyway"
+}
+settle
+
 # BENCH_MEMWATCH=1: sample every service's RSS and Redis's used_memory every
 # 10 s into $OUT/memory.csv while the runs go on (flat memory is the point of
 # the retention windows).
@@ -96,11 +153,18 @@ if [[ ${BENCH_MEMWATCH:-0} == 1 ]]; then
 fi
 
 bench() {
-	local name=$1
+	local name=$1 ended
 	shift
 	say "== bench $name: sagaflow bench $*"
+	cpu_ticks >"$OUT/$name.cpu-before"
 	"$BIN" bench -kafka "$K" -redis "$R" -url "http://$API/" \
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
+	cpu_ticks >"$OUT/$name.cpu-after"
+	# The sagas that ended during the run, drain included: the CPU counts
+	# the drain too.
+	ended=$(sed -n 's/^ *sagas .* ended \([0-9]*\),.*/\1/p' "$OUT/$name.txt")
+	cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
+	rm -f "$OUT/$name.cpu-before" "$OUT/$name.cpu-after"
 }
 
 # restart_orchestrator: BENCH_RESTART=1 SIGKILLs the orchestrator after the

@@ -668,7 +668,7 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"type": problemBase + "not-ready", "title": "Not ready", "status": http.StatusServiceUnavailable,
-		"detail": "A dependency is unreachable.", "checks": results,
+		"detail": "A check failed (a dependency is unreachable, or the read model is still catching up); checks says which.", "checks": results,
 	})
 }
 

@@ -111,6 +111,9 @@ type ReadModel struct {
 	pace pace
 
 	applied, skipped, archived atomic.Int64
+	// caughtUp says the current follow has read what the topics held when
+	// it began (CaughtUp).
+	caughtUp atomic.Bool
 }
 
 type endedOrder struct {
@@ -158,8 +161,13 @@ func (m *ReadModel) Run(ctx context.Context) error {
 		// a week of events on every restart is what a bounded read model
 		// must not do.
 		since := time.Now().Add(-max(m.cfg.Memory, time.Minute) - time.Minute)
+		began := time.Now()
 		err := kafkatx.FollowSince(ctx, m.cfg.Brokers, []string{m.cfg.StateTopic, m.cfg.EventsTopic},
-			map[string]time.Time{m.cfg.EventsTopic: since}, m.apply)
+			map[string]time.Time{m.cfg.EventsTopic: since}, func() {
+				m.caughtUp.Store(true)
+				m.log.Info("read model caught up", zap.Int64("applied", m.applied.Load()), zap.Duration("took", time.Since(began)))
+			}, m.apply)
+		m.caughtUp.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -172,6 +180,11 @@ func (m *ReadModel) Run(ctx context.Context) error {
 		backoff = min(2*backoff, 10*time.Second)
 	}
 }
+
+// CaughtUp reports whether the read model has read everything its topics
+// held when it started following them. Until then it shows orders as they
+// were some time ago, and the API's /readyz says so.
+func (m *ReadModel) CaughtUp() bool { return m.caughtUp.Load() }
 
 // Get returns the order with id, from memory.
 func (m *ReadModel) Get(id string) (Order, bool) {
@@ -472,8 +485,8 @@ func (m *ReadModel) snapshot(r kafkatx.Record) bool {
 	if len(r.Value) == 0 {
 		return false // a tombstone: nothing in sagaflow writes one, and it carries no state
 	}
-	var in saga.Instance
-	if err := json.Unmarshal(r.Value, &in); err != nil || in.ID == "" {
+	in, err := saga.DecodeSnapshot(r.Value)
+	if err != nil || in.ID == "" {
 		m.log.Warn("unreadable snapshot", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
 			zap.Int64("offset", r.Offset), zap.Error(err))
 		return false

@@ -383,7 +383,7 @@ func (o *Orchestrator) checkpoint(only []int32) {
 		var err error
 		for i, in := range c.instances {
 			c.live[i].id = in.ID
-			if c.live[i].val, err = json.Marshal(in); err != nil {
+			if c.live[i].val, err = EncodeSnapshot(in); err != nil {
 				break
 			}
 		}

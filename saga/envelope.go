@@ -153,7 +153,7 @@ func Decode(rec kafkatx.Record) (Envelope, error) {
 	if err != nil {
 		return Envelope{}, err
 	}
-	if !json.Valid(rec.Value) {
+	if !ValidJSON(rec.Value) {
 		return Envelope{}, poison("%s value is not JSON", e.Type)
 	}
 	e.Payload = rec.Value

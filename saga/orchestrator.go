@@ -432,8 +432,8 @@ func (o *Orchestrator) restore(ctx context.Context, tps []kafkatx.TopicPartition
 
 // restoreSnapshot decodes one snapshot into part.
 func (o *Orchestrator) restoreSnapshot(part *partition, r kafkatx.Record) {
-	var in Instance
-	if err := json.Unmarshal(r.Value, &in); err != nil || in.ID == "" {
+	in, err := DecodeSnapshot(r.Value)
+	if err != nil || in.ID == "" {
 		// Only this code writes snapshots; an unreadable one is a bug to
 		// report, and the next snapshot of that saga replaces it.
 		o.log.Error("unreadable snapshot", zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
@@ -588,7 +588,7 @@ func (o *Orchestrator) handle(ctx context.Context, recs []kafkatx.Record, out *k
 	}
 	b.sweep(ctx, recs)
 	for id, in := range b.changed {
-		snap, err := json.Marshal(in)
+		snap, err := EncodeSnapshot(in)
 		if err != nil {
 			return fmt.Errorf("saga: snapshot %s: %w", id, err)
 		}

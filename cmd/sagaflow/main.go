@@ -120,6 +120,7 @@ type infra struct {
 	windowsOf                        func() (wire.Windows, error)
 	windows                          wire.Windows
 	partitions, lanes, maxBatch      *int
+	redisPool                        *int
 	static                           *bool
 	maxInterval                      *time.Duration
 }
@@ -129,9 +130,11 @@ type infra struct {
 func infraFlags(fs *flag.FlagSet) *infra {
 	host, _ := os.Hostname()
 	return &infra{
-		windowsOf:  windowFlags(fs),
-		kafka:      fs.String("kafka", env("SAGAFLOW_KAFKA", "127.0.0.1:19092"), "Kafka bootstrap servers (env SAGAFLOW_KAFKA)"),
-		redis:      fs.String("redis", env("SAGAFLOW_REDIS", "127.0.0.1:16379"), "Redis address (env SAGAFLOW_REDIS)"),
+		windowsOf: windowFlags(fs),
+		kafka:     fs.String("kafka", env("SAGAFLOW_KAFKA", "127.0.0.1:19092"), "Kafka bootstrap servers (env SAGAFLOW_KAFKA)"),
+		redis:     fs.String("redis", env("SAGAFLOW_REDIS", "127.0.0.1:16379"), "Redis address (env SAGAFLOW_REDIS)"),
+		redisPool: fs.Int("redis-pool", defaultRedisPool, "most connections to Redis; a call that finds them all busy waits for one "+
+			"(a pool_size in a redis:// URL wins; docs/performance.md)"),
 		instance:   fs.String("instance", env("SAGAFLOW_INSTANCE", host), "this instance's stable name: its transactional id; unique among running instances of one service (env SAGAFLOW_INSTANCE)"),
 		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
 		namespace: fs.String("namespace", env("SAGAFLOW_NAMESPACE", ""), "prefix of every topic (NS.orders.events, ...) and consumer group: "+
@@ -159,9 +162,9 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 		return nil, err
 	}
 	in.windows = w
-	if *in.lanes < 1 || *in.maxBatch < 1 || *in.maxInterval <= 0 {
-		return nil, fmt.Errorf("-lanes and -max-batch must be at least 1 and -max-interval positive; got %d, %d, %s",
-			*in.lanes, *in.maxBatch, *in.maxInterval)
+	if *in.lanes < 1 || *in.maxBatch < 1 || *in.redisPool < 1 || *in.maxInterval <= 0 {
+		return nil, fmt.Errorf("-lanes, -max-batch and -redis-pool must be at least 1 and -max-interval positive; got %d, %d, %d, %s",
+			*in.lanes, *in.maxBatch, *in.redisPool, *in.maxInterval)
 	}
 	log, err := in.logger()
 	if err != nil {
@@ -224,6 +227,17 @@ func (in *infra) ensureTopics(ctx context.Context) error {
 	}
 }
 
+// defaultRedisPool is the -redis-pool default. go-redis's own default, 10
+// connections a core, made the orders API's POSTs queue for a connection
+// under load: each holds one for every Redis call it makes (the key's
+// claim, the customer, the product, the recorded answer), and up to 512 are
+// served at once. With 20 connections the API completed 248 sagas/s at
+// saturation and 638/s with 256, in one session (docs/performance.md). More
+// connections also let Redis answer more calls per pass of its event loop,
+// and with appendfsync always one fsync covers every write of a pass. Redis
+// serves 10,000 clients by default, so 256 a process is far from its limit.
+const defaultRedisPool = 256
+
 // redisClient connects to --redis (host:port or a redis:// URL) and checks
 // that it answers.
 func (in *infra) redisClient(ctx context.Context) (*redis.Client, error) {
@@ -233,6 +247,9 @@ func (in *infra) redisClient(ctx context.Context) (*redis.Client, error) {
 		if opt, err = redis.ParseURL(*in.redis); err != nil {
 			return nil, fmt.Errorf("-redis: %w", err)
 		}
+	}
+	if opt.PoolSize == 0 {
+		opt.PoolSize = *in.redisPool
 	}
 	rdb := redis.NewClient(opt)
 	if err := rdb.Ping(ctx).Err(); err != nil {

@@ -185,14 +185,16 @@ func toRecord(m *kafka.Message) Record {
 // reader sees every partition, which is what a read model that rebuilds its
 // view from the log wants. fn runs on one goroutine, in order per partition.
 func Follow(ctx context.Context, brokers string, topics []string, fn func(Record)) error {
-	return follow(ctx, brokers, topics, false, nil, nil, fn)
+	return follow(ctx, brokers, topics, false, nil, nil, nil, fn)
 }
 
 // FollowSince is Follow, except that a topic named in since is read from
 // the first record at or after its time (Kafka's offsets for times) instead
-// of from the beginning.
-func FollowSince(ctx context.Context, brokers string, topics []string, since map[string]time.Time, fn func(Record)) error {
-	return follow(ctx, brokers, topics, false, since, nil, fn)
+// of from the beginning, and that caughtUp (when not nil) is called once,
+// when every partition has been read to its end at least once: what the
+// topics held when the follow began has all been passed to fn.
+func FollowSince(ctx context.Context, brokers string, topics []string, since map[string]time.Time, caughtUp func(), fn func(Record)) error {
+	return follow(ctx, brokers, topics, false, since, nil, caughtUp, fn)
 }
 
 // Tail is Follow from the end: it skips what the topics hold already, calls
@@ -200,15 +202,19 @@ func FollowSince(ctx context.Context, brokers string, topics []string, since map
 // calls fn for every committed record that arrives, until ctx is done. For
 // watchers such as `sagaflow bench`, which care about what they caused.
 func Tail(ctx context.Context, brokers string, topics []string, ready func(), fn func(Record)) error {
-	return follow(ctx, brokers, topics, true, nil, ready, fn)
+	return follow(ctx, brokers, topics, true, nil, ready, nil, fn)
 }
 
-func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, since map[string]time.Time, ready func(), fn func(Record)) error {
+func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, since map[string]time.Time, ready, caughtUp func(), fn func(Record)) error {
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers":  brokers,
 		"group.id":           "_sagaflow.follower", // never joins: partitions are assigned by hand
 		"isolation.level":    "read_committed",
 		"enable.auto.commit": false,
+		// The end of a partition as read_committed sees it (its last
+		// stable offset, past any transaction markers) is reported, so
+		// caughtUp needs no offset arithmetic of its own.
+		"enable.partition.eof": caughtUp != nil,
 	})
 	if err != nil {
 		return fmt.Errorf("kafkatx: follower: %w", err)
@@ -269,10 +275,25 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 	if ready != nil {
 		ready()
 	}
+	behind := map[TopicPartition]bool{}
+	for _, tp := range assign {
+		behind[TopicPartition{*tp.Topic, tp.Partition}] = true
+	}
+	if caughtUp != nil && len(behind) == 0 {
+		caughtUp()
+	}
 	for ctx.Err() == nil {
 		switch ev := c.Poll(100).(type) {
 		case *kafka.Message:
 			fn(toRecord(ev))
+		case kafka.PartitionEOF:
+			if len(behind) == 0 {
+				break // caught up already; EOF comes again at every new end
+			}
+			delete(behind, TopicPartition{*ev.Topic, ev.Partition})
+			if len(behind) == 0 {
+				caughtUp()
+			}
 		case kafka.Error:
 			if ev.IsFatal() {
 				return fmt.Errorf("kafkatx: follow: %w", ev)

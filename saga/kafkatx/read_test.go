@@ -88,3 +88,63 @@ func openTransaction(ctx context.Context, t *testing.T, brokers, tid string, tim
 	}
 	return p
 }
+
+// TestFollowSinceSaysWhenItCaughtUp: caughtUp comes once, after fn got every
+// record the topics held when the follow began, also when a partition ends
+// in a transaction marker (no record at the end offset) and when a topic is
+// empty; records that come later do not call it again. The orders API's
+// /readyz waits for it.
+func TestFollowSinceSaysWhenItCaughtUp(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	full := kafkatest.Topic(t, brokers, "follow-full", 2)
+	empty := kafkatest.Topic(t, brokers, "follow-empty", 2)
+	var msgs []kafkatx.Message
+	for i := range 10 {
+		msgs = append(msgs, kafkatx.NewMessage(full, []byte(strconv.Itoa(i)), []byte("v"+strconv.Itoa(i))))
+	}
+	kafkatest.Produce(t, brokers, msgs)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := openTransaction(ctx, t, brokers, "follow-test-"+strconv.FormatInt(time.Now().UnixNano(), 36), 60_000,
+		full, []byte("k"), []byte("committed"))
+	if err := p.CommitTransaction(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	seen := make(chan string, 100)
+	caught := make(chan int, 10)
+	var n int // read by the callbacks only, which run on one goroutine
+	done := make(chan error, 1)
+	go func() {
+		done <- kafkatx.FollowSince(ctx, brokers, []string{full, empty}, nil, func() { caught <- n }, func(r kafkatx.Record) {
+			n++
+			seen <- string(r.Value)
+		})
+	}()
+	select {
+	case got := <-caught:
+		if got != 11 {
+			t.Fatalf("caught up after %d records, want the 11 the topics held", got)
+		}
+	case err := <-done:
+		t.Fatalf("follow ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("not caught up within 30s (%d records read)", len(seen))
+	}
+	kafkatest.Produce(t, brokers, []kafkatx.Message{kafkatx.NewMessage(full, []byte("k"), []byte("later"))})
+	deadline := time.After(30 * time.Second)
+	for v := ""; v != "later"; {
+		select {
+		case v = <-seen:
+		case <-deadline:
+			t.Fatal("the later record was not followed within 30s")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if extra := len(caught); extra != 0 {
+		t.Fatalf("caughtUp called %d more times", extra)
+	}
+}

@@ -327,8 +327,10 @@ func (r *run) finish(id string, t0 time.Time, e ended) {
 }
 
 // place sends one order that was due at t0 and registers it; the returned
-// channel is closed when its saga ends (nil when it was refused).
-func (r *run) place(ctx context.Context, t0 time.Time, wait bool) <-chan struct{} {
+// channel is closed when its saga ends. When the order was refused the
+// channel is nil and retry is how long the API asked to wait before the
+// next (zero when it did not say).
+func (r *run) place(ctx context.Context, t0 time.Time, wait bool) (ended <-chan struct{}, retry time.Duration) {
 	o := r.nextOrder()
 	id, err := r.placer.Place(ctx, o)
 	r.mu.Lock()
@@ -338,7 +340,11 @@ func (r *run) place(ctx context.Context, t0 time.Time, wait bool) <-chan struct{
 			r.refused.Add(1)
 			r.errs[err.Error()]++
 		}
-		return nil
+		var ref *Refused
+		if errors.As(err, &ref) {
+			retry = ref.RetryAfter
+		}
+		return nil, retry
 	}
 	r.sent.Add(1)
 	r.sends = append(r.sends, time.Since(r.start))
@@ -353,7 +359,7 @@ func (r *run) place(ctx context.Context, t0 time.Time, wait bool) <-chan struct{
 		if w != nil {
 			close(w)
 		}
-		return w
+		return w, 0
 	}
 	if _, dup := r.pending[id]; dup {
 		r.errs["two orders got one saga id"]++
@@ -362,7 +368,7 @@ func (r *run) place(ctx context.Context, t0 time.Time, wait bool) <-chan struct{
 	if w != nil {
 		r.waiters[id] = w
 	}
-	return w
+	return w, 0
 }
 
 // nextOrder draws an order from the mix.
@@ -414,7 +420,7 @@ func (r *run) openLoop(ctx context.Context) time.Duration {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			r.place(ctx, due, false)
+			_, _ = r.place(ctx, due, false)
 		}()
 		next = next.Add(interval)
 	}
@@ -429,9 +435,17 @@ func (r *run) closedLoop(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				w := r.place(ctx, time.Now(), true)
+				w, retry := r.place(ctx, time.Now(), true)
 				if w == nil {
-					time.Sleep(20 * time.Millisecond) // refused: do not spin
+					// Refused: wait as the API asked, as a well-behaved
+					// client does, with jitter so that the clients
+					// refused together do not come back together. A
+					// client that came back every few milliseconds would
+					// measure how fast the API says no: in a run with
+					// 20 ms retries the refusals took the CPU the read
+					// model needed to see orders end, and the API went
+					// on refusing with nothing running.
+					sleep(ctx, jitter(max(retry, 20*time.Millisecond)))
 					continue
 				}
 				select {
@@ -509,4 +523,19 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (q Quantiles) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]any{"n": q.N, "p50_ms": ms(q.P50), "p95_ms": ms(q.P95), "p99_ms": ms(q.P99),
 		"max_ms": ms(q.Max), "avg_ms": ms(q.Avg)})
+}
+
+// jitter returns a wait between d and 1.5 d: at least what was asked.
+func jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

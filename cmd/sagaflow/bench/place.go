@@ -107,7 +107,7 @@ func (p *HTTPPlacer) Place(ctx context.Context, o Order) (string, error) {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<16))
 	if res.StatusCode != http.StatusAccepted {
-		return "", fmt.Errorf("POST /orders: %s", res.Status)
+		return "", refusal(res, b)
 	}
 	var placed struct {
 		OrderID string `json:"order_id"`
@@ -116,6 +116,32 @@ func (p *HTTPPlacer) Place(ctx context.Context, o Order) (string, error) {
 		return "", fmt.Errorf("POST /orders: 202 without an order id")
 	}
 	return placed.OrderID, nil
+}
+
+// Refused is an order the API did not take, with the wait it asked for.
+type Refused struct {
+	// What says why: the status and, for a problem answer, its type (the
+	// last part of its URI, e.g. "503 overloaded").
+	What string
+	// RetryAfter is the Retry-After the API sent; zero without one.
+	RetryAfter time.Duration
+}
+
+func (e *Refused) Error() string { return "POST /orders: " + e.What }
+
+// refusal reads a non-202 answer into a Refused.
+func refusal(res *http.Response, body []byte) *Refused {
+	e := &Refused{What: res.Status}
+	var p struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(body, &p) == nil && p.Type != "" {
+		e.What = fmt.Sprintf("%d %s", res.StatusCode, p.Type[strings.LastIndexAny(p.Type, "/:")+1:])
+	}
+	if secs, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return e
 }
 
 // trimURL drops the per-request detail from an error, so errors count by kind.

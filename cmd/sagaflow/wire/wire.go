@@ -262,6 +262,15 @@ func NewOrders(cfg Config, oc orders.Config, rdb *redis.Client, st Stores, log *
 		Ready: map[string]orders.Check{
 			"kafka": func(ctx context.Context) error { return kafkatx.Ping(ctx, brokers) },
 			"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			// A restarted instance reads saga.state again before its
+			// answers about orders are current; a load balancer should
+			// not send it users meanwhile.
+			"read-model": func(context.Context) error {
+				if !rm.CaughtUp() {
+					return errors.New("still reading saga.state and orders.events from Kafka")
+				}
+				return nil
+			},
 		},
 		Web: web.Handler(),
 	}, log)

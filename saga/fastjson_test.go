@@ -1,0 +1,139 @@
+package saga_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+// fastJSONSnapshots are snapshots of the order saga as the orchestrator
+// writes them: started, compensating after a decline with a step result and
+// a reason that needs escaping, and completed.
+func fastJSONSnapshots(t testing.TB) [][]byte {
+	t.Helper()
+	def := orderSaga()
+	var out [][]byte
+	keep := func(i *saga.Instance) {
+		b, err := json.Marshal(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	step := func(i *saga.Instance, in saga.Input) *saga.Instance {
+		t.Helper()
+		next, _, err := saga.Transition(def, i, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep(next)
+		return next
+	}
+	reply := func(k int, ph saga.Phase, o saga.Outcome, d time.Duration, result string) saga.Input {
+		return saga.Input{Kind: saga.KindReply, At: at(d), MessageID: fmt.Sprintf("reply-%d", d),
+			Reply: saga.Reply{Step: k, Attempt: 1, Phase: ph, Outcome: o, Reason: "card \"declined\" <b>&</b> \u00e9\u2028\n", Result: json.RawMessage(result)}}
+	}
+	start := func(id string) *saga.Instance {
+		return step(nil, saga.Input{Kind: saga.KindStart, At: at(0), MessageID: "m-" + id,
+			Start: saga.Start{SagaID: id, Data: json.RawMessage(`{"customer":"c<1>&","lines":[{"product":"p1","qty":2}],"total":12.5}`),
+				Traceparent: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"}})
+	}
+	i := start("declined")
+	i = step(i, reply(0, saga.PhaseAction, saga.Success, time.Second, `{"reserved":[1,2,3]}`))
+	i = step(i, reply(1, saga.PhaseAction, saga.Failure, 2*time.Second, ""))
+	step(i, reply(0, saga.PhaseCompensation, saga.Success, 3*time.Second, ""))
+	i = start("completed")
+	for k := range 3 {
+		i = step(i, reply(k, saga.PhaseAction, saga.Success, time.Duration(k+1)*time.Second, `{"ok":true}`))
+	}
+	return out
+}
+
+// TestFastJSONAgreesWithEncodingJSON holds DecodeSnapshot, EncodeSnapshot
+// and the faster validity check to what encoding/json says of the same
+// bytes: the same instance from every snapshot, and, for every truncation
+// and every byte replaced by a character that matters to JSON, the same
+// verdict (and, when both accept it, the same instance, which both encode
+// to the same bytes). The services rely on encoding/json's
+// semantics; the other decoder is only allowed to be faster.
+func TestFastJSONAgreesWithEncodingJSON(t *testing.T) {
+	snaps := fastJSONSnapshots(t)
+	if len(snaps) < 7 {
+		t.Fatalf("only %d snapshots", len(snaps))
+	}
+	agree := func(b []byte) {
+		t.Helper()
+		var want saga.Instance
+		stdErr := json.Unmarshal(b, &want)
+		got, err := saga.DecodeSnapshot(b)
+		switch {
+		case (err == nil) != (stdErr == nil):
+			t.Fatalf("encoding/json says %v, DecodeSnapshot says %v, of %q", stdErr, err, b)
+		case err == nil && !reflect.DeepEqual(got, want):
+			t.Fatalf("decoded differently from encoding/json:\n got %+v\nwant %+v\n of %q", got, want, b)
+		}
+		if err == nil {
+			again, err := saga.EncodeSnapshot(&got)
+			std, _ := json.Marshal(&want)
+			if err != nil || string(again) != string(std) {
+				t.Fatalf("EncodeSnapshot gives %q (%v), encoding/json %q", again, err, std)
+			}
+		}
+		if saga.ValidJSON(b) != json.Valid(b) {
+			t.Fatalf("validity: encoding/json says %v of %q", json.Valid(b), b)
+		}
+	}
+	checked := 0
+	for _, s := range snaps {
+		agree(s)
+		for n := range len(s) {
+			agree(s[:n])
+			checked++
+		}
+		for i := range s {
+			for _, c := range []byte(`"{}[],:0-e\ x` + "\xff\x00") {
+				if s[i] == c {
+					continue
+				}
+				b := append([]byte(nil), s...)
+				b[i] = c
+				agree(b)
+				checked++
+			}
+		}
+	}
+	if _, err := saga.DecodeSnapshot(nil); err == nil {
+		t.Fatal("a tombstone decoded as a snapshot")
+	}
+	t.Logf("%d damaged snapshots decoded alike", checked)
+}
+
+// BenchmarkSnapshotCodec decodes and encodes a completed order saga's
+// snapshot (the largest kind the read model and a restore see) with
+// encoding/json and with DecodeSnapshot and EncodeSnapshot, side by side.
+func BenchmarkSnapshotCodec(b *testing.B) {
+	snaps := fastJSONSnapshots(b)
+	last := snaps[len(snaps)-1]
+	var in saga.Instance
+	if err := json.Unmarshal(last, &in); err != nil {
+		b.Fatal(err)
+	}
+	run := func(name string, f func() error) {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(last)))
+			for b.Loop() {
+				if err := f(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	run("decode/encoding-json", func() error { var in saga.Instance; return json.Unmarshal(last, &in) })
+	run("decode/DecodeSnapshot", func() error { _, err := saga.DecodeSnapshot(last); return err })
+	run("encode/encoding-json", func() error { _, err := json.Marshal(&in); return err })
+	run("encode/EncodeSnapshot", func() error { _, err := saga.EncodeSnapshot(&in); return err })
+}
