@@ -231,8 +231,8 @@ func (in *infra) ensureTopics(ctx context.Context) error {
 // connections a core, made the orders API's POSTs queue for a connection
 // under load: each holds one for every Redis call it makes (the key's
 // claim, the customer, the product, the recorded answer), and up to 512 are
-// served at once. With 20 connections the API completed 248 sagas/s at
-// saturation and 638/s with 256, in one session (docs/performance.md). More
+// served at once. Side by side in one session, 20 connections gave 506
+// sagas/s at saturation and 256 gave 657 (docs/performance.md). More
 // connections also let Redis answer more calls per pass of its event loop,
 // and with appendfsync always one fsync covers every write of a pass. Redis
 // serves 10,000 clients by default, so 256 a process is far from its limit.

@@ -445,7 +445,10 @@ func (r *run) closedLoop(ctx context.Context) {
 					// 20 ms retries the refusals took the CPU the read
 					// model needed to see orders end, and the API went
 					// on refusing with nothing running.
-					sleep(ctx, jitter(max(retry, 20*time.Millisecond)))
+					select {
+					case <-time.After(jitter(max(retry, 20*time.Millisecond))):
+					case <-ctx.Done():
+					}
 					continue
 				}
 				select {
@@ -528,14 +531,4 @@ func (q Quantiles) MarshalJSON() ([]byte, error) {
 // jitter returns a wait between d and 1.5 d: at least what was asked.
 func jitter(d time.Duration) time.Duration {
 	return d + rand.N(d/2+1)
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
