@@ -15,8 +15,9 @@
 # of each is taken during the 1,000/s run), BENCH_MEMWATCH=1 (RSS of every
 # service and Redis's used_memory every 10 s into memory.csv),
 # BENCH_BIN=path (run this sagaflow build instead of building the working
-# tree: two builds side by side in one session, e.g. `git stash; go build -o
-# /tmp/before ./cmd/sagaflow; git stash pop`, then alternate runs). Results:
+# tree: two builds side by side in one session, e.g. `git worktree add
+# /tmp/base HEAD~1` and `go build -o /tmp/before ./cmd/sagaflow` in it, then
+# runs in turns with and without BENCH_BIN=/tmp/before). Results:
 # .cache/bench/.
 set -euo pipefail
 # shellcheck source=dev/lib.sh
@@ -91,11 +92,19 @@ cpu_ticks() {
 	done
 	t=0
 	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
-		[[ -r $f ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)))
+		# A pidfile left by a node that is gone (or whose pid was reused)
+		# counts nothing.
+		if pid_matches "$f" "${f%/kafka.pid}/server.properties"; then
+			t=$((t + $(awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)))
+		fi
 	done
 	echo "kafka $t"
+	t=0
 	f=$CACHE/redis/redis.pid
-	echo "redis $( [[ -r $f ]] && awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)"
+	if pid_matches "$f" redis-server; then
+		t=$(awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)
+	fi
+	echo "redis $t"
 }
 
 # cpu_report BEFORE AFTER ENDED: the CPU each part spent per saga that ended
