@@ -56,10 +56,11 @@ type Config struct {
 	// block past its own timeout while the group coordinator is away
 	// (librdkafka issues 5456 and 5511; the chaos suite met it in the 3-node
 	// mode): the loop then polls no more and holds its partitions from the
-	// rest of the group. Past WedgeTimeout, Run gives the loop up and
-	// returns ErrWedged, so that the process exits and is restarted, and
-	// its successor fences the stuck producer. Default TransactionTimeout +
-	// 20s.
+	// rest of the group. Past WedgeTimeout, Run gives that consumer and
+	// producer up and goes on with new ones, whose InitTransactions fences
+	// the stuck producer (see Run). Default TransactionTimeout + 20s: every
+	// call has its own deadline within the transaction timeout, so a call
+	// still running 20s past it has ignored its deadline.
 	WedgeTimeout time.Duration
 	// RetryBackoff is the first pause after a handler error; it doubles on each
 	// consecutive failure up to MaxRetryBackoff. Defaults 100ms and 5s.

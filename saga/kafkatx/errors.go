@@ -16,7 +16,9 @@ var (
 	// instance in turn, and the two would take turns forever.
 	ErrFenced = errors.New("kafkatx: fenced by a newer instance with the same transactional id")
 	// ErrWedged means a call into the client library did not return within
-	// Config.WedgeTimeout; the loop was given up (see Config.WedgeTimeout).
+	// Config.WedgeTimeout and the loop could not be replaced inside the
+	// process (see Loop.Run): it was given up, for the process to be
+	// restarted.
 	ErrWedged = errors.New("kafkatx: a transactional call did not return; loop abandoned")
 	// ErrStopTimeout means Run gave up waiting for the loop to stop within
 	// Config.StopTimeout and abandoned it (see Loop.Run).

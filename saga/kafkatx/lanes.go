@@ -91,6 +91,8 @@ func (ls *Lanes) Stats() Stats {
 		s.Poison += t.Poison
 		s.ProducerRecreated += t.ProducerRecreated
 		s.Rewinds += t.Rewinds
+		s.Wedged += t.Wedged
+		s.Stuck += t.Stuck
 		s.Assigned += t.Assigned
 		s.Arrival += t.Arrival
 		s.Queued += t.Queued

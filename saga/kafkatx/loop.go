@@ -167,6 +167,10 @@ type Stats struct {
 	Poison            int64 // records handed to OnPoison
 	ProducerRecreated int64 // producers replaced after a fatal error
 	Rewinds           int64 // seeks back to the committed offsets
+	// Wedged counts transactional calls that did not return within
+	// Config.WedgeTimeout, each answered by a new consumer and producer;
+	// Stuck is how many of those calls have not returned yet (see Run).
+	Wedged, Stuck int64
 	// Assigned is the number of partitions this instance owns now: zero
 	// before it joined its group, after it lost them all and after Run.
 	Assigned int64
@@ -214,12 +218,25 @@ type Loop struct {
 	// (see onFenced).
 	refenced []time.Time
 
-	stats struct {
-		committed, aborted, records, produced, poison, recreated, rewinds, assigned atomic.Int64
-		arrival, queued, txnTime, offsetsTime, commitTime                           atomic.Int64
-	}
+	// rebalancing is set while the rebalance callback runs, and gone once
+	// Run gave this loop up in a wedged call and went on with a successor
+	// (see Run): from then on the loop touches neither its consumer nor
+	// anything shared, and only closes its producer when the call returns.
+	rebalancing, gone atomic.Bool
+
+	stats *counters
 	// polled holds when each record of the batch was polled, in batch order.
 	polled []time.Time
+}
+
+// counters are shared by a Loop and the successors Run starts in its place
+// after a wedged call, so Stats counts the work of all of them.
+type counters struct {
+	committed, aborted, records, produced, poison, recreated, rewinds, assigned, wedges atomic.Int64
+	arrival, queued, txnTime, offsetsTime, commitTime                                   atomic.Int64
+	// stuck counts the loops given up whose wedged call has not returned
+	// yet: each holds a librdkafka producer that cannot be closed before.
+	stuck atomic.Int64
 }
 
 // New returns a Loop that calls h for each batch. A nil log means no logging.
@@ -235,7 +252,15 @@ func New(cfg Config, h Handler, log *zap.Logger) (*Loop, error) {
 	}
 	cfg = cfg.withDefaults()
 	return &Loop{cfg: cfg, handler: h, next: map[TopicPartition]int64{}, owned: map[TopicPartition]struct{}{},
-		log: log.With(zap.String("group", cfg.Group), zap.String("transactional_id", cfg.TransactionalID))}, nil
+		log:   log.With(zap.String("group", cfg.Group), zap.String("transactional_id", cfg.TransactionalID)),
+		stats: &counters{}}, nil
+}
+
+// successor is a fresh loop with l's configuration, handler and counters:
+// what Run goes on with after giving l up in a wedged call.
+func (l *Loop) successor() *Loop {
+	return &Loop{cfg: l.cfg, handler: l.handler, log: l.log, stats: l.stats,
+		next: map[TopicPartition]int64{}, owned: map[TopicPartition]struct{}{}}
 }
 
 // Stats returns a snapshot of the counters; safe from any goroutine.
@@ -245,6 +270,7 @@ func (l *Loop) Stats() Stats {
 		Records: l.stats.records.Load(), Produced: l.stats.produced.Load(),
 		Poison: l.stats.poison.Load(), ProducerRecreated: l.stats.recreated.Load(),
 		Rewinds: l.stats.rewinds.Load(), Assigned: l.stats.assigned.Load(),
+		Wedged: l.stats.wedges.Load(), Stuck: l.stats.stuck.Load(),
 		Arrival: time.Duration(l.stats.arrival.Load()), Queued: time.Duration(l.stats.queued.Load()),
 		TxnTime: time.Duration(l.stats.txnTime.Load()),
 	}
@@ -259,9 +285,51 @@ func (l *Loop) Stats() Stats {
 // transaction it had open is aborted by the broker, or fenced by the next
 // instance with this transactional id, and its records are delivered again.
 // That is safe for exactly-once, and the log says it happened.
+//
+// A transactional call of the producer that does not return within
+// Config.WedgeTimeout (librdkafka issues 5456 and 5511) costs the process
+// nothing more than that wait: Run gives the wedged consumer and producer up
+// and goes on with new ones, as a restarted process would. The new producer's
+// InitTransactions fences the old one and settles its open transaction, the
+// old consumer is closed so that its partitions are free (or, as a static
+// member, is replaced by the new one), and the handler hears OnRevoke with
+// lost set for what the old consumer owned. The old producer cannot be
+// closed while its call runs; it is closed when the call returns, and until
+// then it counts as stuck. Run returns ErrWedged, for the process to be
+// restarted, only when that cannot be done: a call of the consumer wedged,
+// or one inside a rebalance (the consumer is in use), or maxStuck loops are
+// stuck already.
 func (l *Loop) Run(ctx context.Context) error {
+	for cur := l; ; cur = cur.successor() {
+		if err := cur.watch(ctx); !errors.Is(err, errReplaced) {
+			return err
+		}
+	}
+}
+
+// maxStuck bounds the given-up loops whose wedged call has not returned:
+// each holds a producer's threads and connections until it does.
+const maxStuck = 3
+
+// errReplaced is what watch returns after giving its loop up for a
+// successor; errGivenUp is what the given-up loop's wedged call returns.
+var (
+	errReplaced = errors.New("kafkatx: loop replaced after a wedged call")
+	errGivenUp  = errors.New("kafkatx: this loop was given up while the call ran")
+)
+
+// watch runs the loop, and watches it for wedged calls and for the stop's
+// deadline.
+func (l *Loop) watch(ctx context.Context) error {
 	done := make(chan error, 1)
-	go func() { done <- l.run(ctx) }()
+	go func() {
+		err := l.run(ctx)
+		if l.gone.Load() {
+			l.stats.stuck.Add(-1)
+			l.log.Info("a given-up loop's wedged call returned; its producer is closed", zap.Error(err))
+		}
+		done <- err
+	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 wait:
@@ -272,15 +340,16 @@ wait:
 		case <-ctx.Done():
 			break wait
 		case <-tick.C:
-			if at := l.inCall.Load(); at != 0 && time.Since(time.Unix(0, at)) > l.cfg.WedgeTimeout {
-				l.stats.assigned.Store(0)
-				call := "?"
-				if name := l.callName.Load(); name != nil {
-					call = *name
-				}
-				l.log.Error("a transactional call has not returned; abandoning the loop so that the process is restarted and its successor fences this producer",
-					zap.String("call", call), zap.Duration("wedge_timeout", l.cfg.WedgeTimeout))
-				return fmt.Errorf("%w (%s, for %s)", ErrWedged, call, l.cfg.WedgeTimeout)
+			at := l.inCall.Load()
+			if at <= 0 || time.Since(time.Unix(0, at)) <= l.cfg.WedgeTimeout {
+				continue
+			}
+			call := "?"
+			if name := l.callName.Load(); name != nil {
+				call = *name
+			}
+			if err := l.giveUp(at, call); err != nil {
+				return err
 			}
 		}
 	}
@@ -297,9 +366,55 @@ wait:
 	}
 }
 
+// giveUp settles a call that began at at and has run past WedgeTimeout. It
+// returns errReplaced when the loop was given up for a successor, ErrWedged
+// when it could not be, and nil when the call returned in the meantime.
+func (l *Loop) giveUp(at int64, call string) error {
+	producerCall := call == callBegin || call == callSendOffsets || call == callCommit ||
+		call == callAbort || call == callInit
+	if !producerCall || l.rebalancing.Load() || l.stats.stuck.Load() >= maxStuck {
+		l.stats.assigned.Store(0)
+		l.log.Error("a transactional call has not returned and the loop cannot be replaced in this process; abandoning it so that the process is restarted and its successor fences this producer",
+			zap.String("call", call), zap.Duration("wedge_timeout", l.cfg.WedgeTimeout),
+			zap.Bool("in_rebalance", l.rebalancing.Load()), zap.Int64("stuck", l.stats.stuck.Load()))
+		return fmt.Errorf("%w (%s, for %s)", ErrWedged, call, l.cfg.WedgeTimeout)
+	}
+	// The swap decides the race with the call's return: whichever of the
+	// two swaps first wins, and the loop's goroutine, finding the mark
+	// changed, does nothing more (see call).
+	if !l.inCall.CompareAndSwap(at, -1) {
+		return nil
+	}
+	l.gone.Store(true)
+	l.stats.stuck.Add(1)
+	l.stats.wedges.Add(1)
+	l.stats.assigned.Store(0)
+	l.log.Error("a transactional call has not returned; going on with a new consumer and producer in its place",
+		zap.String("call", call), zap.Duration("wedge_timeout", l.cfg.WedgeTimeout),
+		zap.Int64("stuck", l.stats.stuck.Load()))
+	// The loop's goroutine is parked in the call for good (it may only
+	// return and close its producer), so the handler and the consumer are
+	// ours to use here.
+	if l.cfg.OnRevoke != nil && len(l.owned) > 0 {
+		parts := make([]TopicPartition, 0, len(l.owned))
+		for tp := range l.owned {
+			parts = append(parts, tp)
+		}
+		l.cfg.OnRevoke(parts, true)
+	}
+	if l.consumer != nil {
+		l.closeConsumer(l.cfg.StopTimeout)
+	}
+	return errReplaced
+}
+
 func (l *Loop) run(ctx context.Context) error {
 	l.ctx = ctx
-	defer l.stats.assigned.Store(0) // whichever way it ends, it owns nothing after
+	defer func() {
+		if !l.gone.Load() { // a successor's count is not ours to reset
+			l.stats.assigned.Store(0) // whichever way it ends, it owns nothing after
+		}
+	}()
 	if err := l.newProducer(ctx); err != nil {
 		if errors.Is(err, errStoppedInInit) {
 			return nil // stopped before anything began
@@ -312,7 +427,7 @@ func (l *Loop) run(ctx context.Context) error {
 	}
 	closed := false
 	defer func() {
-		if !closed {
+		if !closed && !l.gone.Load() { // a given-up loop's consumer was closed by Run
 			l.closeConsumer(l.cfg.StopTimeout)
 		}
 	}()
@@ -481,7 +596,9 @@ func (l *Loop) flush(ctx context.Context) bool {
 			// Kafka refused the transaction; the records come again, from
 			// us (seek back) or, when the group took the partitions at the
 			// same moment, from whoever gets them.
-			l.giveBack(ctx, batch, !l.consumer.AssignmentLost())
+			// (A given-up loop has l.stop set, and must not touch its
+			// consumer: Run closed it.)
+			l.giveBack(ctx, batch, l.stop == nil && !l.consumer.AssignmentLost())
 			return false
 		}
 		l.failures = 0
@@ -637,9 +754,16 @@ func (l *Loop) call(parent context.Context, deadline time.Time, what *string, f 
 	cctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	l.callName.Store(what)
-	l.inCall.Store(time.Now().UnixNano())
-	defer l.inCall.Store(0)
-	return f(cctx)
+	at := time.Now().UnixNano()
+	l.inCall.Store(at)
+	err := f(cctx)
+	if !l.inCall.CompareAndSwap(at, 0) {
+		// Run gave the loop up while the call ran and a successor owns
+		// the partitions: whatever the call did, nothing more is done.
+		l.stop = errGivenUp
+		return errGivenUp
+	}
+	return err
 }
 
 // retry runs f again while Kafka calls its error retriable (a coordinator
@@ -665,6 +789,8 @@ func (l *Loop) retry(ctx context.Context, what *string, f func(context.Context) 
 func (l *Loop) txnFailed(ctx context.Context, err error) error {
 	ke, _ := kafkaErr(err)
 	switch {
+	case errors.Is(err, errGivenUp):
+		// Nothing to settle: the successor's producer fences this one.
 	case fenced(err):
 		l.onFenced(ctx, err)
 	case ke.TxnRequiresAbort():
@@ -691,7 +817,7 @@ func (l *Loop) txnFailed(ctx context.Context, err error) error {
 func (l *Loop) abort(ctx context.Context) {
 	l.stats.aborted.Add(1)
 	err := l.retry(ctx, &callAbort, func(ctx context.Context) error { return l.producer.AbortTransaction(ctx) })
-	if err == nil {
+	if err == nil || errors.Is(err, errGivenUp) {
 		return
 	}
 	if fenced(err) {
@@ -773,6 +899,17 @@ func commitOffsets(batch []Record) []kafka.TopicPartition {
 // rebalance runs inside Poll, on the loop's goroutine, so no transaction is
 // open while it runs: the in-flight batch is only polled records.
 func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+	if l.gone.Load() {
+		// Run is closing a given-up loop's consumer: the handler heard of
+		// the loss already, no transaction of this loop may run, and the
+		// counts belong to the successor. Only the unassign is left.
+		if r, ok := ev.(kafka.RevokedPartitions); ok {
+			l.unassign(c, r.Partitions)
+		}
+		return nil
+	}
+	l.rebalancing.Store(true)
+	defer l.rebalancing.Store(false)
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
 		parts := toParts(e.Partitions)
@@ -840,29 +977,34 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		if l.cfg.OnRevoke != nil {
 			l.cfg.OnRevoke(parts, lost)
 		}
-		// No call on c may follow the unassign: during Close it can be the
-		// last step of the group's shutdown, after which librdkafka no longer
-		// answers group requests. rd_kafka_assignment() then waited forever,
-		// and Close with it (a static member has no LeaveGroup to wait for,
-		// so it got there first: TestReal/StaticMemberStopsRightAfterRebalance).
-		// So the protocol is the one learnt at assignment, and the count of
-		// owned partitions is kept here.
-		var err error
-		if l.protocol == "COOPERATIVE" {
-			err = c.IncrementalUnassign(e.Partitions)
-			for _, tp := range parts {
-				delete(l.owned, tp)
-			}
-		} else {
-			err = c.Unassign()
-			clear(l.owned)
-		}
-		if err != nil {
-			l.log.Warn("unassign", zap.Error(err))
-		}
+		l.unassign(c, e.Partitions)
 		l.stats.assigned.Store(int64(len(l.owned)))
 	}
 	return nil
+}
+
+// unassign gives revoked partitions back to the client.
+//
+// No call on c may follow the unassign: during Close it can be the last step
+// of the group's shutdown, after which librdkafka no longer answers group
+// requests. rd_kafka_assignment() then waited forever, and Close with it (a
+// static member has no LeaveGroup to wait for, so it got there first:
+// TestReal/StaticMemberStopsRightAfterRebalance). So the protocol is the one
+// learnt at assignment, and the owned partitions are kept here.
+func (l *Loop) unassign(c *kafka.Consumer, ps []kafka.TopicPartition) {
+	var err error
+	if l.protocol == "COOPERATIVE" {
+		err = c.IncrementalUnassign(ps)
+		for _, p := range ps {
+			delete(l.owned, TopicPartition{Topic: *p.Topic, Partition: p.Partition})
+		}
+	} else {
+		err = c.Unassign()
+		clear(l.owned)
+	}
+	if err != nil {
+		l.log.Warn("unassign", zap.Error(err))
+	}
 }
 
 func toParts(ps []kafka.TopicPartition) []TopicPartition {

@@ -134,19 +134,36 @@ type watermarks struct{ lo, hi int64 }
 // query uses the client's isolation level, and a read_committed one is
 // answered the last stable offset.
 func highWatermarks(ctx context.Context, brokers, topic string, partitions []int32) (map[int32]watermarks, error) {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers": brokers,
-		"group.id":          "_sagaflow.reader",
-		"isolation.level":   "read_uncommitted",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kafkatx: reader: %w", err)
+	newClient := func() (*kafka.Consumer, error) {
+		c, err := kafka.NewConsumer(&kafka.ConfigMap{
+			"bootstrap.servers": brokers,
+			"group.id":          "_sagaflow.reader",
+			"isolation.level":   "read_uncommitted",
+		})
+		if err != nil {
+			return nil, fmt.Errorf("kafkatx: reader: %w", err)
+		}
+		return c, nil
 	}
-	defer c.Close()
+	c, err := newClient()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
 	// While a broker restarts, the client's metadata can miss the partition
 	// or its leader for a moment ("Local: Unknown partition"): a restore
 	// that gave up on that exited the process in a long chaos run. Such
-	// answers are asked again until the context's deadline, or 30 s.
+	// answers are asked again until the context's deadline, or 30 s, each
+	// time by a new client. The same client could answer the same for
+	// good: librdkafka takes a cached leader whose broker it has dropped
+	// (it left the metadata while down) for a permanent error and asks for
+	// no new metadata, and its cache lives for metadata.max.age.ms, 15
+	// minutes. A chaos run's orchestrator exited on that after a broker
+	// kill, 30 s of asking again notwithstanding.
 	end := time.Now().Add(30 * time.Second)
 	if d, ok := ctx.Deadline(); ok {
 		end = d
@@ -154,7 +171,8 @@ func highWatermarks(ctx context.Context, brokers, topic string, partitions []int
 	out := make(map[int32]watermarks, len(partitions))
 	for _, p := range partitions {
 		for {
-			lo, hi, err := c.QueryWatermarkOffsets(topic, p, max(1, int(time.Until(end).Milliseconds())))
+			wait := min(time.Until(end), 10*time.Second)
+			lo, hi, err := c.QueryWatermarkOffsets(topic, p, max(1, int(wait.Milliseconds())))
 			if err == nil {
 				out[p] = watermarks{lo, hi}
 				break
@@ -163,6 +181,10 @@ func highWatermarks(ctx context.Context, brokers, topic string, partitions []int
 				return nil, fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
 			}
 			sleep(ctx, 200*time.Millisecond)
+			c.Close()
+			if c, err = newClient(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil
