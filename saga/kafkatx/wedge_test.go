@@ -59,7 +59,10 @@ func wedgeConfig(b *EmbeddedBroker, revoked chan<- []TopicPartition) (Config, Ha
 			TransactionalID: "wedge-1", WedgeTimeout: 3 * time.Second, TransactionTimeout: 5 * time.Minute,
 			OnRevoke: func(parts []TopicPartition, lost bool) {
 				if lost && revoked != nil {
-					revoked <- parts
+					select {
+					case revoked <- parts:
+					default: // the test reads the first one only
+					}
 				}
 			},
 			// The dropped request must not time out and free the wedged
@@ -119,13 +122,16 @@ func TestLoopGoesOnAfterAWedgedCall(t *testing.T) {
 		}
 	}
 	st := l.Stats()
-	if st.Wedged != 1 || st.Records != n || st.Committed < 1 {
-		t.Errorf("stats = %+v, want Wedged 1 and all %d records committed", st, n)
+	// At least the dropped call was given up. A successor's call that is
+	// merely slow on a starved machine may be given up too, which costs
+	// time but must not change what is committed.
+	if st.Wedged < 1 || st.Records != n || st.Committed < 1 {
+		t.Errorf("stats = %+v, want Wedged >= 1 and all %d records committed", st, n)
 	}
-	if st.Stuck > 1 {
-		// One call was given up. It may have returned since (the broker
-		// fenced its producer), and then it is stuck no more.
-		t.Errorf("Stuck = %d, want at most the one given-up call", st.Stuck)
+	if st.Stuck > st.Wedged {
+		// A given-up call may have returned since (the broker fenced its
+		// producer), and then it is stuck no more.
+		t.Errorf("Stuck = %d, want at most the %d given-up calls", st.Stuck, st.Wedged)
 	}
 	select {
 	case parts := <-revoked:
