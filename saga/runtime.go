@@ -27,7 +27,9 @@ type Kafka struct {
 	MaxBatch           int
 	MaxInterval        time.Duration
 	TransactionTimeout time.Duration
-	SessionTimeout     time.Duration
+	// Linger is the producers' linger (kafkatx.Config.Linger); default 0.
+	Linger         time.Duration
+	SessionTimeout time.Duration
 	// DeadLetterTopic receives poison records with the reason in headers.
 	// Default saga.deadletter.
 	DeadLetterTopic string
@@ -66,6 +68,7 @@ func (k Kafka) loop(topics []string) kafkatx.Config {
 		StaticMembership:   k.StaticMembership,
 		MaxBatch:           k.MaxBatch,
 		MaxInterval:        k.MaxInterval,
+		Linger:             k.Linger,
 		TransactionTimeout: k.TransactionTimeout,
 		SessionTimeout:     k.SessionTimeout,
 		DeadLetterTopic:    dlq,

@@ -43,6 +43,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	hf := ordersFlags(fs, "127.0.0.1:8080", "listen address of the web page and the API")
 	partitions := fs.Int("partitions", 4, "partitions per topic")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); empty: off")
 	host, _ := os.Hostname()
 	instance := fs.String("instance", "demo-"+host, "this demo's name on Kafka (its transactional ids); give each demo sharing one Kafka its own")
 	timings := sagaTimingFlags(fs, orders.DemoSagaConfig())
@@ -69,6 +70,9 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if err := servePprof(*pprofAddr, log); err != nil {
+		return err
+	}
 	start := time.Now()
 
 	if *kafkaAddr == "" || *redisAddr == "" {

@@ -122,7 +122,7 @@ type infra struct {
 	partitions, lanes, maxBatch      *int
 	redisPool                        *int
 	static                           *bool
-	maxInterval                      *time.Duration
+	maxInterval, linger              *time.Duration
 }
 
 // infraFlags registers --kafka, --redis, --instance, --partitions and
@@ -148,6 +148,8 @@ func infraFlags(fs *flag.FlagSet) *infra {
 			"without waiting for the session timeout or a rebalance; a stopped one holds them until the timeout"),
 		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),
 		maxInterval: fs.Duration("max-interval", 50*time.Millisecond, "longest a record waits for its batch to close under continuous load"),
+		linger: fs.Duration("linger", 0, "how long a produced record waits for others to share its request to Kafka (librdkafka's linger.ms); "+
+			"0 sends at once, and records still share requests while earlier ones are in flight (docs/performance.md)"),
 	}
 }
 
@@ -166,27 +168,39 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 		return nil, fmt.Errorf("-lanes, -max-batch and -redis-pool must be at least 1 and -max-interval positive; got %d, %d, %d, %s",
 			*in.lanes, *in.maxBatch, *in.redisPool, *in.maxInterval)
 	}
+	if *in.linger < 0 || *in.linger > 5*time.Second {
+		return nil, fmt.Errorf("-linger must be between 0 and 5s; got %s", *in.linger)
+	}
 	log, err := in.logger()
 	if err != nil {
 		return nil, err
 	}
-	if *in.pprof != "" {
-		// net/http/pprof registers on the default mux, which nothing else
-		// here serves; it listens apart from the API.
-		ln, err := net.Listen("tcp", *in.pprof)
-		if err != nil {
-			return nil, fmt.Errorf("-pprof: %w", err)
-		}
-		go func() { _ = http.Serve(ln, nil) }()
-		log.Info("pprof listening", zap.String("addr", ln.Addr().String()))
+	if err := servePprof(*in.pprof, log); err != nil {
+		return nil, err
 	}
 	return log.With(zap.String("service", service), zap.String("instance", *in.instance)), nil
+}
+
+// servePprof serves Go's profiles on addr, unless it is empty.
+func servePprof(addr string, log *zap.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	// net/http/pprof registers on the default mux, which nothing else here
+	// serves; it listens apart from the API.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-pprof: %w", err)
+	}
+	go func() { _ = http.Serve(ln, nil) }()
+	log.Info("pprof listening", zap.String("addr", ln.Addr().String()))
+	return nil
 }
 
 // wire is this instance's system: --kafka, its namespace and windows.
 func (in *infra) wire() wire.Config {
 	k := saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
-		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval}
+		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: *in.linger}
 	if *in.namespace != "" {
 		k.Group = *in.namespace // each part's group is NS-part
 	}

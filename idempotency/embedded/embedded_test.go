@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -322,5 +323,33 @@ func testTTLsExpireInRealTime(t *testing.T, tg target) {
 			t.Fatalf("%d keys with a 150ms TTL still exist after 5s", n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkCommandWithManyKeys times one command on an embedded Redis that
+// holds 100,000 keys with TTLs, what a demo holds after some thousands of
+// orders. With miniredis's ClockTTL every command walked and sorted all of
+// them (tens of milliseconds); here the clock moves apart from the commands.
+func BenchmarkCommandWithManyKeys(b *testing.B) {
+	m, err := embedded.Redis()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	pipe := rdb.Pipeline()
+	for i := range 100_000 {
+		pipe.Set(ctx, fmt.Sprintf("k%d", i), "v", time.Hour)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := rdb.Incr(ctx, "counter").Err(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

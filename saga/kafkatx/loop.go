@@ -656,11 +656,30 @@ func (l *Loop) onPoison(rec Record, reason error) []Message {
 
 // attempt runs one transaction. herr is the handler's error; err is Kafka's
 // refusal, already dealt with (aborted, or the producer recreated).
+//
+// The batch's offsets are known before the handler runs, so they are sent
+// to the transaction while it works: AddOffsetsToTxn and TxnOffsetCommit are
+// two round trips to the coordinators that used to follow the handler. Only
+// the order within the transaction changes; what commits, or aborts, is the
+// same, as one transaction. The handler's Produce calls may run meanwhile
+// (librdkafka serializes only its transactional calls), and the handler
+// never touches the consumer, whose group metadata the offsets carry.
 func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[recordID][]Message) (out *Sink, herr, err error) {
-	var commitAt time.Time
 	if err := l.retry(ctx, &callBegin, func(context.Context) error { return l.producer.BeginTransaction() }); err != nil {
 		return nil, nil, l.txnFailed(ctx, err)
 	}
+	offsets := commitOffsets(batch)
+	sendAt := time.Now()
+	sent := make(chan error, 1)
+	go func() {
+		sent <- l.retry(ctx, &callSendOffsets, func(ctx context.Context) error {
+			md, err := l.consumer.GetConsumerGroupMetadata()
+			if err != nil {
+				return err
+			}
+			return l.producer.SendOffsetsToTransaction(ctx, offsets, md)
+		})
+	}()
 	out = &Sink{p: l.producer}
 	for _, msgs := range poison {
 		for _, m := range msgs {
@@ -673,31 +692,24 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	if herr == nil && out.err != nil {
 		herr = out.err
 	}
+	// The offsets' call must be over before the next transactional call,
+	// abort or commit: librdkafka refuses two at once.
+	serr := <-sent
+	commitAt := time.Now()
 	if herr != nil {
-		l.abort(ctx)
+		if !errors.Is(serr, errGivenUp) { // a given-up loop calls nothing more
+			l.abort(ctx)
+		}
 		return out, herr, nil
 	}
-	offsets := commitOffsets(batch)
-	sendAt := time.Now()
-	defer func() {
-		if !commitAt.IsZero() { // sending the offsets failed: nothing to time
-			l.stats.offsetsTime.Add(int64(commitAt.Sub(sendAt)))
-			l.stats.commitTime.Add(int64(time.Since(commitAt)))
-		}
-	}()
-	if err := l.retry(ctx, &callSendOffsets, func(ctx context.Context) error {
-		md, err := l.consumer.GetConsumerGroupMetadata()
-		if err != nil {
-			return err
-		}
-		return l.producer.SendOffsetsToTransaction(ctx, offsets, md)
-	}); err != nil {
-		return out, nil, l.txnFailed(ctx, err)
+	if serr != nil {
+		return out, nil, l.txnFailed(ctx, serr)
 	}
-	commitAt = time.Now()
 	if err := l.commit(ctx); err != nil {
 		return out, nil, l.txnFailed(ctx, err)
 	}
+	l.stats.offsetsTime.Add(int64(commitAt.Sub(sendAt)))
+	l.stats.commitTime.Add(int64(time.Since(commitAt)))
 	return out, nil, nil
 }
 
@@ -1092,7 +1104,7 @@ func (l *Loop) createProducer() error {
 		// Java's partitioner, so every producer (any language) maps a saga
 		// id to the same partition.
 		"partitioner": "murmur2_random",
-		"linger.ms":   5,
+		"linger.ms":   int(l.cfg.Linger.Milliseconds()),
 		// The broker answers CONCURRENT_TRANSACTIONS while the previous
 		// transaction's markers are still being written, and librdkafka
 		// retries after retry.backoff.ms: at the default 100ms that capped

@@ -29,6 +29,7 @@ type Producer struct {
 	brokers string
 	log     *zap.Logger
 	stall   time.Duration // StallTimeout; shorter in tests
+	linger  time.Duration
 
 	mu  sync.RWMutex
 	cur generation
@@ -58,13 +59,25 @@ var ErrReplaced = errors.New("kafkatx: the producer stalled and was replaced bef
 // which costs nothing.
 const StallTimeout = 15 * time.Second
 
+// ProducerOption tunes NewProducer.
+type ProducerOption func(*Producer)
+
+// WithLinger sets how long a record waits for more to join its request
+// (librdkafka's linger.ms). Default 0: Send waits for one round trip to the
+// broker and no more; concurrent sends still share requests while earlier
+// ones are in flight. At 2ms an idle send took 3.0ms instead of 0.8ms here.
+func WithLinger(d time.Duration) ProducerOption { return func(p *Producer) { p.linger = d } }
+
 // NewProducer connects an idempotent producer to brokers.
-func NewProducer(brokers string, log *zap.Logger) (*Producer, error) {
+func NewProducer(brokers string, log *zap.Logger, opts ...ProducerOption) (*Producer, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	pr := &Producer{brokers: brokers, log: log, stall: StallTimeout,
 		stop: make(chan struct{}), watching: make(chan struct{})}
+	for _, o := range opts {
+		o(pr)
+	}
 	p, err := pr.connect()
 	if err != nil {
 		return nil, err
@@ -80,7 +93,7 @@ func (pr *Producer) connect() (*kafka.Producer, error) {
 		"bootstrap.servers":  pr.brokers,
 		"enable.idempotence": true,
 		"partitioner":        "murmur2_random",
-		"linger.ms":          2,
+		"linger.ms":          int(pr.linger.Milliseconds()),
 		// A record nobody acknowledged within a minute is of no use to the
 		// sender, which has long given up; the default (5 minutes) only
 		// keeps a wedged producer's queue alive.

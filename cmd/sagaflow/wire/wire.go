@@ -251,7 +251,7 @@ func NewOrders(cfg Config, oc orders.Config, rdb *redis.Client, st Stores, log *
 	if err != nil {
 		return nil, err
 	}
-	producer, err := kafkatx.NewProducer(brokers, log)
+	producer, err := kafkatx.NewProducer(brokers, log, kafkatx.WithLinger(cfg.Kafka.Linger))
 	if err != nil {
 		return nil, err
 	}
