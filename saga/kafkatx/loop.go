@@ -223,6 +223,11 @@ type Loop struct {
 	// (see Run): from then on the loop touches neither its consumer nor
 	// anything shared, and only closes its producer when the call returns.
 	rebalancing, gone atomic.Bool
+	// handling is set while the handler runs beside the call that sends
+	// the offsets (see attempt): the watchdog does not give a loop up
+	// before its handler returned, since the handler's state and the
+	// consumer are then still in use.
+	handling atomic.Bool
 
 	stats *counters
 	// polled holds when each record of the batch was polled, in batch order.
@@ -341,7 +346,7 @@ wait:
 			break wait
 		case <-tick.C:
 			at := l.inCall.Load()
-			if at <= 0 || time.Since(time.Unix(0, at)) <= l.cfg.WedgeTimeout {
+			if at <= 0 || time.Since(time.Unix(0, at)) <= l.cfg.WedgeTimeout || l.handling.Load() {
 				continue
 			}
 			call := "?"
@@ -671,6 +676,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	offsets := commitOffsets(batch)
 	sendAt := time.Now()
 	sent := make(chan error, 1)
+	l.handling.Store(true)
 	go func() {
 		sent <- l.retry(ctx, &callSendOffsets, func(ctx context.Context) error {
 			md, err := l.consumer.GetConsumerGroupMetadata()
@@ -692,8 +698,10 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	if herr == nil && out.err != nil {
 		herr = out.err
 	}
-	// The offsets' call must be over before the next transactional call,
-	// abort or commit: librdkafka refuses two at once.
+	// From here this goroutine only waits, so a wedged offsets call may be
+	// given up. It must be over before the next transactional call, abort
+	// or commit: librdkafka refuses two at once.
+	l.handling.Store(false)
 	serr := <-sent
 	commitAt := time.Now()
 	if herr != nil {
