@@ -674,17 +674,20 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 		return nil, nil, l.txnFailed(ctx, err)
 	}
 	offsets := commitOffsets(batch)
-	sendAt := time.Now()
 	sent := make(chan error, 1)
+	var sendTook time.Duration // written before the send on sent
 	l.handling.Store(true)
 	go func() {
-		sent <- l.retry(ctx, &callSendOffsets, func(ctx context.Context) error {
+		at := time.Now()
+		err := l.retry(ctx, &callSendOffsets, func(ctx context.Context) error {
 			md, err := l.consumer.GetConsumerGroupMetadata()
 			if err != nil {
 				return err
 			}
 			return l.producer.SendOffsetsToTransaction(ctx, offsets, md)
 		})
+		sendTook = time.Since(at)
+		sent <- err
 	}()
 	out = &Sink{p: l.producer}
 	for _, msgs := range poison {
@@ -716,7 +719,7 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	if err := l.commit(ctx); err != nil {
 		return out, nil, l.txnFailed(ctx, err)
 	}
-	l.stats.offsetsTime.Add(int64(commitAt.Sub(sendAt)))
+	l.stats.offsetsTime.Add(int64(sendTook))
 	l.stats.commitTime.Add(int64(time.Since(commitAt)))
 	return out, nil, nil
 }
