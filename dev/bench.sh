@@ -6,7 +6,11 @@
 #   dev/bench.sh                    the standard set: idle, 32 clients, 1,000/s, saturation
 #   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
 #
-# Knobs (environment): BENCH_DURATION (30s), BENCH_RATE (1000), BENCH_SATURATE
+# Knobs (environment): BENCH_PARTITIONS (4, the services' default: the
+# partitions of every topic; docs/performance.md has 1 against 4),
+# BENCH_NAMESPACE (bench-pN: the system's topics and groups, so that each
+# partition count has topics of its own and none of them meets the tests'
+# or the demo's), BENCH_DURATION (30s), BENCH_RATE (1000), BENCH_SATURATE
 # (1000, the closed-loop clients that find saturation), BENCH_CLIENTS (32),
 # BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
 # BENCH_STOCK_FLAGS, BENCH_PAYMENT_FLAGS, BENCH_ORCHESTRATOR_FLAGS and
@@ -50,8 +54,15 @@ stop_services() {
 trap stop_services EXIT
 
 read -r -a extra <<<"${BENCH_SERVICE_FLAGS:-}"
-common=(-kafka "$K" -redis "$R" -log-level info "${extra[@]}")
-"$BIN" topics -kafka "$K" >/dev/null
+PARTS=${BENCH_PARTITIONS:-4}
+NS=${BENCH_NAMESPACE:-bench-p$PARTS}
+system=(-kafka "$K" -namespace "$NS")
+common=("${system[@]}" -partitions "$PARTS" -redis "$R" -log-level info "${extra[@]}")
+say "bench: topics $NS.*, $PARTS partitions each"
+# A topic keeps the partition count it was created with: one that differs
+# says so here.
+topics=$("$BIN" topics "${common[@]}")
+grep -v ": $PARTS partitions$" <<<"$topics" >&2 || true
 # start_service I SVC: start service SVC as the I-th process (pids[I]).
 start_service() {
 	local i=$1 svc=$2
@@ -79,7 +90,7 @@ done
 # The participants and the orchestrator join their groups and restore after
 # the API is up: one saga through the whole system says they are there.
 say "bench: warming up (one saga end to end)"
-"$BIN" bench -kafka "$K" -redis "$R" -url "http://$API/" -clients 1 -duration 1s -drain 90s \
+"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" -clients 1 -duration 1s -drain 90s \
 	-floor-samples 1 -quiet >/dev/null || die "no saga ended during the warm-up; see the logs in $OUT"
 
 # cpu_ticks: the CPU time (user + system, in clock ticks) each part has
@@ -166,7 +177,7 @@ bench() {
 	shift
 	say "== bench $name: sagaflow bench $*"
 	cpu_ticks >"$OUT/$name.cpu-before"
-	"$BIN" bench -kafka "$K" -redis "$R" -url "http://$API/" \
+	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" \
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
 	cpu_ticks >"$OUT/$name.cpu-after"
 	# The sagas that ended during the run, drain included: the CPU counts

@@ -45,6 +45,9 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg.Brokers = *in.kafka
+	// -namespace: the system under test runs under its own topic names
+	// (dev/bench.sh gives each partition count its own).
+	cfg.EventsTopic = in.wire().Topics.Events
 	if !*quiet {
 		cfg.Progress = os.Stderr
 	}
@@ -61,7 +64,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var placer bench.Placer
 	if cfg.Via == "kafka" {
-		kp, err := bench.NewKafkaPlacer(cfg.Brokers, "")
+		kp, err := bench.NewKafkaPlacer(cfg.Brokers, cfg.EventsTopic)
 		if err != nil {
 			return err
 		}

@@ -106,8 +106,26 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
-	for _, s := range in.wire().Topics.Specs(*in.partitions, in.windows) {
-		fmt.Fprintf(stdout, "topic %s ready (%d partitions requested)\n", s.Name, s.Partitions)
+	specs := in.wire().Topics.Specs(*in.partitions, in.windows)
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	counts, err := kafkatx.PartitionCounts(ctx, *in.kafka, names)
+	if err != nil {
+		return err
+	}
+	for _, s := range specs {
+		switch n := counts[s.Name]; {
+		case n == s.Partitions:
+			fmt.Fprintf(stdout, "topic %s ready: %d partitions\n", s.Name, n)
+		case n == 0:
+			// Created a moment ago, not yet in this broker's metadata.
+			fmt.Fprintf(stdout, "topic %s ready: %d partitions requested\n", s.Name, s.Partitions)
+		default:
+			fmt.Fprintf(stdout, "topic %s ready: %d partitions (it existed; %d requested, but a topic keeps its count:"+
+				" changing it would move running sagas to other partitions; use another -namespace)\n", s.Name, n, s.Partitions)
+		}
 	}
 	return nil
 }
@@ -136,7 +154,7 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		redisPool: fs.Int("redis-pool", defaultRedisPool, "most connections to Redis; a call that finds them all busy waits for one "+
 			"(a pool_size in a redis:// URL wins; docs/performance.md)"),
 		instance:   fs.String("instance", env("SAGAFLOW_INSTANCE", host), "this instance's stable name: its transactional id; unique among running instances of one service (env SAGAFLOW_INSTANCE)"),
-		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics"),
+		partitions: fs.Int("partitions", 4, "partitions per topic when creating topics: the most instances of a service (a topic keeps the count it was created with)"),
 		namespace: fs.String("namespace", env("SAGAFLOW_NAMESPACE", ""), "prefix of every topic (NS.orders.events, ...) and consumer group: "+
 			"systems with different namespaces share one Kafka without meeting (env SAGAFLOW_NAMESPACE); empty: the plain names"),
 		logLevel: fs.String("log-level", env("SAGAFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGAFLOW_LOG_LEVEL)"),

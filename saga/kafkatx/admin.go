@@ -136,6 +136,28 @@ func CreateTopics(ctx context.Context, brokers string, topics []TopicSpec) error
 	return nil
 }
 
+// PartitionCounts returns the partition count of each of the named topics
+// that exists. CreateTopics keeps an existing topic's count, so this is how
+// a caller learns what it got.
+func PartitionCounts(ctx context.Context, brokers string, names []string) (map[string]int, error) {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	if err != nil {
+		return nil, fmt.Errorf("kafkatx: admin client: %w", err)
+	}
+	defer ac.Close()
+	md, err := ac.GetMetadata(nil, true, timeoutMs(ctx, defaultAdminTimeoutMs))
+	if err != nil {
+		return nil, fmt.Errorf("kafkatx: metadata from %s: %w", brokers, err)
+	}
+	counts := make(map[string]int, len(names))
+	for _, n := range names {
+		if t, ok := md.Topics[n]; ok && t.Error.Code() == kafka.ErrNoError {
+			counts[n] = len(t.Partitions)
+		}
+	}
+	return counts, nil
+}
+
 // Ping checks that the cluster at brokers answers a metadata request: cheap
 // enough for a readiness endpoint, unlike Probe.
 func Ping(ctx context.Context, brokers string) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -181,6 +182,11 @@ type Stats struct {
 	// from its poll to the start of its transaction; TxnTime is begin to
 	// committed.
 	Arrival, Queued, TxnTime time.Duration
+	// ProducerRequests counts the requests the loop's producers sent to
+	// Kafka, by type ("Produce", "EndTxn", ...), as of their latest
+	// statistics report (every 10 s; statistics.interval.ms in
+	// Config.ProducerConfig changes it).
+	ProducerRequests map[string]int64
 }
 
 // Loop is a transactional consume-process-produce loop. Run it once.
@@ -241,7 +247,8 @@ type counters struct {
 	arrival, queued, txnTime, offsetsTime, commitTime                                   atomic.Int64
 	// stuck counts the loops given up whose wedged call has not returned
 	// yet: each holds a librdkafka producer that cannot be closed before.
-	stuck atomic.Int64
+	stuck    atomic.Int64
+	requests requestCounts
 }
 
 // New returns a Loop that calls h for each batch. A nil log means no logging.
@@ -270,6 +277,7 @@ func (l *Loop) successor() *Loop {
 
 // Stats returns a snapshot of the counters; safe from any goroutine.
 func (l *Loop) Stats() Stats {
+	reqs, _ := l.stats.requests.snapshot()
 	return Stats{
 		Committed: l.stats.committed.Load(), Aborted: l.stats.aborted.Load(),
 		Records: l.stats.records.Load(), Produced: l.stats.produced.Load(),
@@ -277,7 +285,8 @@ func (l *Loop) Stats() Stats {
 		Rewinds: l.stats.rewinds.Load(), Assigned: l.stats.assigned.Load(),
 		Wedged: l.stats.wedges.Load(), Stuck: l.stats.stuck.Load(),
 		Arrival: time.Duration(l.stats.arrival.Load()), Queued: time.Duration(l.stats.queued.Load()),
-		TxnTime: time.Duration(l.stats.txnTime.Load()),
+		TxnTime:          time.Duration(l.stats.txnTime.Load()),
+		ProducerRequests: reqs,
 	}
 }
 
@@ -1141,6 +1150,8 @@ func (l *Loop) createProducer() error {
 		// rather than measured; WedgeTimeout stays the backstop.)
 		"connections.max.idle.ms": 5000,
 	}
+	// The request counts of the progress line (requests.go).
+	cm["statistics.interval.ms"] = int(reportEvery.Milliseconds())
 	for k, v := range l.cfg.ProducerConfig {
 		cm[k] = v
 	}
@@ -1154,8 +1165,11 @@ func (l *Loop) createProducer() error {
 	// the commit, which is where it is handled; here it is only logged.
 	go func() {
 		defer close(done)
+		var prev producerReport
 		for ev := range p.Events() {
 			switch e := ev.(type) {
+			case *kafka.Stats:
+				prev = l.stats.requests.add(e.String(), prev, l.stats.committed.Load())
 			case *kafka.Message:
 				if d, ok := e.Opaque.(*delivered); ok {
 					d.report(e)
@@ -1241,6 +1255,10 @@ type reporter struct {
 	l    *Loop
 	at   time.Time
 	last Stats
+	// The request counts at the previous line, and the committed
+	// transactions they went with.
+	lastReqs     map[string]int64
+	lastReqsTxns int64
 }
 
 const reportEvery = 10 * time.Second
@@ -1264,7 +1282,29 @@ func (r *reporter) maybe() {
 			zap.Float64("queued_ms", perRec(s.Queued, r.last.Queued)),
 			zap.Float64("offsets_ms", float64(time.Duration(r.l.stats.offsetsTime.Swap(0))/time.Duration(p))/1e6),
 			zap.Float64("commit_ms", float64(time.Duration(r.l.stats.commitTime.Swap(0))/time.Duration(p))/1e6),
-			zap.Int64("assigned", s.Assigned))
+			zap.Int64("assigned", s.Assigned), r.requests())
 	}
 	r.at, r.last = now, s
+}
+
+// requests is the progress line's "requests" field: what the producers
+// sent to Kafka per committed transaction since the previous line, by
+// request type and in all ("total"). Skipped until a statistics report
+// came with transactions committed since the previous one.
+func (r *reporter) requests() zap.Field {
+	cur, txns := r.l.stats.requests.snapshot()
+	if txns <= r.lastReqsTxns {
+		return zap.Skip()
+	}
+	per := make(map[string]float64, len(cur)+1)
+	var total int64
+	for k, n := range cur {
+		if d := n - r.lastReqs[k]; d > 0 {
+			per[k] = math.Round(float64(d)/float64(txns-r.lastReqsTxns)*100) / 100
+			total += d
+		}
+	}
+	per["total"] = math.Round(float64(total)/float64(txns-r.lastReqsTxns)*100) / 100
+	r.lastReqs, r.lastReqsTxns = cur, txns
+	return zap.Any("requests_per_txn", per)
 }

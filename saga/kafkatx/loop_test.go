@@ -101,8 +101,17 @@ func testCommitPath(t *testing.T, brokers string) {
 	kafkatest.Produce(t, brokers, msgs)
 
 	group := "commit-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	l, stop := runLoop(t, baseConfig(brokers, in, group), copyHandler(out), zaptest.NewLogger(t))
+	cfg := baseConfig(brokers, in, group)
+	cfg.ProducerConfig = map[string]any{"statistics.interval.ms": 100}
+	l, stop := runLoop(t, cfg, copyHandler(out), zaptest.NewLogger(t))
 	kafkatest.WaitFor(t, 60*time.Second, "all records committed", func() bool { return l.Stats().Records >= n })
+	// The producer's request counts, from librdkafka's statistics: every
+	// transaction produced, sent its offsets and ended.
+	kafkatest.WaitFor(t, 10*time.Second, "request counts for the committed transactions", func() bool {
+		s := l.Stats()
+		r := s.ProducerRequests
+		return r["EndTxn"] >= s.Committed && r["AddOffsetsToTxn"] >= s.Committed && r["TxnOffsetCommit"] >= s.Committed && r["Produce"] >= s.Committed
+	})
 	if got := l.Stats().Assigned; got != parts {
 		t.Errorf("Assigned = %d while running alone, want all %d partitions", got, parts)
 	}
