@@ -58,7 +58,10 @@
 # Environment: KAFKA_VERSION (4.0.2; see "Why Kafka 4.0.2" below), KAFKA_BROKERS, KAFKA_WAIT (seconds for
 # up/start, 150), KAFKA_HEAP_OPTS (-Xms256m -Xmx1g), KAFKA_STOP_WAIT (30),
 # KAFKA_PORT_BASE (19092; with another SAGAFLOW_CACHE, a second cluster),
-# SAGAFLOW_CACHE (.cache).
+# KAFKA_SERVER_PROPS (more server.properties settings for every node, as
+# key=value words, e.g. "num.io.threads=2 num.network.threads=2"; they win
+# over the script's; a node takes them at its next start), SAGAFLOW_CACHE
+# (.cache).
 #
 # Why Kafka 4.0.2: Kafka 4.1 to 4.4 leave a transaction hanging when it is
 # committed while one of its partitions has no leader (KAFKA-20734: their
@@ -89,6 +92,10 @@ MODE_FILE=$CACHE/kafka/mode
 WAIT=${KAFKA_WAIT:-150}
 STOP_WAIT=${KAFKA_STOP_WAIT:-30}
 read -r -a HEAP <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+read -r -a SERVER_PROPS <<<"${KAFKA_SERVER_PROPS:-}"
+for prop in "${SERVER_PROPS[@]}"; do
+	[[ $prop =~ ^[a-z0-9._-]+=.+$ ]] || die "KAFKA_SERVER_PROPS: \"$prop\" is not key=value"
+done
 CHECK_BIN=$CACHE/bin/check
 # Node i's broker listens on PORT_BASE+2(i-1), its controller one above.
 # Another base (with another SAGAFLOW_CACHE) runs a second, separate cluster.
@@ -260,6 +267,10 @@ group.initial.rebalance.delay.ms=0
 broker.heartbeat.interval.ms=1000
 broker.session.timeout.ms=$(session_ms "$n")
 EOF
+	if ((${#SERVER_PROPS[@]})); then
+		printf '\n# KAFKA_SERVER_PROPS\n' >>"$dir/server.properties"
+		printf '%s\n' "${SERVER_PROPS[@]}" >>"$dir/server.properties"
+	fi
 }
 
 # format MODE NODE: format the node's storage once, before its first start.
