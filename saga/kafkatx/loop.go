@@ -1287,9 +1287,9 @@ func (r *reporter) maybe() {
 	r.at, r.last = now, s
 }
 
-// requests is the progress line's "requests" field: what the producers
+// requests is the progress line's requests_per_txn: what the producers
 // sent to Kafka per committed transaction since the previous line, by
-// request type and in all ("total"). Skipped until a statistics report
+// request type and in all ("total"). Left out until a statistics report
 // came with transactions committed since the previous one.
 func (r *reporter) requests() zap.Field {
 	cur, txns := r.l.stats.requests.snapshot()
