@@ -83,20 +83,7 @@ func (ls *Lanes) Run(ctx context.Context) error {
 func (ls *Lanes) Stats() Stats {
 	var s Stats
 	for _, l := range ls.loops {
-		t := l.Stats()
-		s.Committed += t.Committed
-		s.Aborted += t.Aborted
-		s.Records += t.Records
-		s.Produced += t.Produced
-		s.Poison += t.Poison
-		s.ProducerRecreated += t.ProducerRecreated
-		s.Rewinds += t.Rewinds
-		s.Wedged += t.Wedged
-		s.Stuck += t.Stuck
-		s.Assigned += t.Assigned
-		s.Arrival += t.Arrival
-		s.Queued += t.Queued
-		s.TxnTime += t.TxnTime
+		s.add(l.Stats())
 	}
 	return s
 }

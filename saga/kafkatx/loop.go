@@ -189,6 +189,30 @@ type Stats struct {
 	ProducerRequests map[string]int64
 }
 
+// add adds t's counters to s (Lanes sums its loops with it). Assigned
+// adds up too: lanes own disjoint partitions.
+func (s *Stats) add(t Stats) {
+	s.Committed += t.Committed
+	s.Aborted += t.Aborted
+	s.Records += t.Records
+	s.Produced += t.Produced
+	s.Poison += t.Poison
+	s.ProducerRecreated += t.ProducerRecreated
+	s.Rewinds += t.Rewinds
+	s.Wedged += t.Wedged
+	s.Stuck += t.Stuck
+	s.Assigned += t.Assigned
+	s.Arrival += t.Arrival
+	s.Queued += t.Queued
+	s.TxnTime += t.TxnTime
+	for k, n := range t.ProducerRequests {
+		if s.ProducerRequests == nil {
+			s.ProducerRequests = map[string]int64{}
+		}
+		s.ProducerRequests[k] += n
+	}
+}
+
 // Loop is a transactional consume-process-produce loop. Run it once.
 type Loop struct {
 	cfg     Config

@@ -2,6 +2,7 @@ package kafkatx
 
 import (
 	"encoding/json"
+	"maps"
 	"sync"
 )
 
@@ -69,9 +70,5 @@ func (c *requestCounts) add(doc string, prev producerReport, committed int64) pr
 func (c *requestCounts) snapshot() (map[string]int64, int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]int64, len(c.sum))
-	for k, v := range c.sum {
-		out[k] = v
-	}
-	return out, c.committed
+	return maps.Clone(c.sum), c.committed
 }

@@ -29,3 +29,17 @@ func TestRequestCountsAddWhatGrew(t *testing.T) {
 		t.Fatalf("after a handle's restart and a new producer: %v at %d transactions, want %v at 10", got, txns, want)
 	}
 }
+
+// Lanes add up their loops' counters, the request counts among them.
+func TestStatsAddSumsEveryCounter(t *testing.T) {
+	var s Stats
+	s.add(Stats{Committed: 2, Records: 10, Assigned: 1, ProducerRequests: map[string]int64{"Produce": 3, "EndTxn": 2}})
+	s.add(Stats{Committed: 1, Records: 4, Assigned: 2, ProducerRequests: map[string]int64{"Produce": 1, "AddOffsetsToTxn": 1}})
+	s.add(Stats{Committed: 1}) // a lane with no statistics report yet
+	if s.Committed != 4 || s.Records != 14 || s.Assigned != 3 {
+		t.Errorf("sums: committed %d records %d assigned %d, want 4 14 3", s.Committed, s.Records, s.Assigned)
+	}
+	if want := map[string]int64{"Produce": 4, "EndTxn": 2, "AddOffsetsToTxn": 1}; !maps.Equal(s.ProducerRequests, want) {
+		t.Errorf("requests %v, want %v", s.ProducerRequests, want)
+	}
+}
