@@ -60,8 +60,10 @@
 # KAFKA_PORT_BASE (19092; with another SAGAFLOW_CACHE, a second cluster),
 # KAFKA_SERVER_PROPS (more server.properties settings for every node, as
 # key=value words, e.g. "num.io.threads=2 num.network.threads=2"; they win
-# over the script's; a node takes them at its next start), SAGAFLOW_CACHE
-# (.cache).
+# over the script's; a node takes them at its next start), KAFKA_JVM_OPTS
+# (more JVM flags for every node; they come last, so they win too, e.g.
+# -XX:TieredStopAtLevel=4 undoes the 3-node mode's, see start_node),
+# SAGAFLOW_CACHE (.cache).
 #
 # Why Kafka 4.0.2: Kafka 4.1 to 4.4 leave a transaction hanging when it is
 # committed while one of its partitions has no leader (KAFKA-20734: their
@@ -92,6 +94,7 @@ MODE_FILE=$CACHE/kafka/mode
 WAIT=${KAFKA_WAIT:-150}
 STOP_WAIT=${KAFKA_STOP_WAIT:-30}
 read -r -a HEAP <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+read -r -a JVM_OPTS <<<"${KAFKA_JVM_OPTS:-}"
 read -r -a SERVER_PROPS <<<"${KAFKA_SERVER_PROPS:-}"
 for prop in "${SERVER_PROPS[@]}"; do
 	[[ $prop =~ ^[a-z0-9._-]+=.+$ ]] || die "KAFKA_SERVER_PROPS: \"$prop\" is not key=value"
@@ -149,13 +152,19 @@ running_mode() {
 
 check_mode() { [[ $1 == 1 || $1 == 3 ]] || die "--brokers $1: only 1 or 3 are supported"; }
 
+# need_java: a Java 17 or newer. Its major version is kept in JAVA_MAJOR
+# (for sweeper_off) because asking starts a JVM, and next to CPU hogs that
+# alone takes seconds: once per run of this script is enough.
+JAVA_MAJOR=
 need_java() {
+	[[ -n $JAVA_MAJOR ]] && return 0
 	need java openjdk-17-jre-headless
 	local v
 	v=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
 	if ! [[ ${v%%.*} =~ ^[0-9]+$ ]] || ((${v%%.*} < 17)); then
 		die "Kafka $KAFKA_VERSION needs Java 17 or newer; $(command -v java) is Java ${v:-unknown}"
 	fi
+	JAVA_MAJOR=${v%%.*}
 }
 
 # sweeper_off prints the JVM flag that keeps compiled code in the code cache,
@@ -167,9 +176,8 @@ need_java() {
 # compiler thread took 87% of a core; with it, after 38 minutes, one method
 # in 20 s. Java 20 removed the sweeper, and the flag with it.
 sweeper_off() {
-	local v
-	v=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
-	[[ ${v%%.*} =~ ^[0-9]+$ ]] && ((${v%%.*} < 20)) && echo "-XX:-UseCodeCacheFlushing"
+	need_java
+	((JAVA_MAJOR < 20)) && echo "-XX:-UseCodeCacheFlushing"
 	return 0
 }
 
@@ -328,9 +336,10 @@ wait_fenced() {
 	fi
 }
 
-# start_node MODE NODE: launch the node's JVM unless it runs already.
+# start_node MODE NODE END: launch the node's JVM unless it runs already;
+# END (epoch seconds) bounds the wait for the launch itself.
 start_node() {
-	local n=$1 i=$2 dir bp cp pid what
+	local n=$1 i=$2 end=$3 dir bp cp pid what flags=()
 	dir=$(node_dir "$n" "$i")
 	bp=$(listen_port "$n" "$i")
 	cp=$(controller_port "$i")
@@ -356,6 +365,16 @@ start_node() {
 	wait_fenced "$n" "$i"
 	write_props "$n" "$i"
 	format_node "$n" "$i"
+	# Worked out here, not in the subshell below: between its fork and its
+	# exec the node counts as not started.
+	read -r -a flags <<<"$(sweeper_off)"
+	# The 3-node mode is for the failover tests, whose nodes restart under
+	# load, not for speed: C1 alone compiles at a fraction of the CPU, and a
+	# restarted node starts sooner. Measured with three CPU hogs beside it, a
+	# clean stop then start of one node until it listened: 8.7 and 10.4 s
+	# with both compilers, 5.7 and 6.5 s with C1 alone. Next to the failover
+	# test's seven -race services and two hogs, a node took 150 s and more.
+	if ((n == 3)); then flags+=(-XX:TieredStopAtLevel=1); fi
 	say "kafka: starting node $i ($what)"
 	{
 		echo
@@ -367,7 +386,7 @@ start_node() {
 	(
 		cd "$dir"
 		exec 9>&- # the JVM must not inherit (and hold) the dev/ lock
-		exec setsid java "${HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 $(sweeper_off) \
+		exec setsid java "${HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "${flags[@]}" "${JVM_OPTS[@]}" \
 			-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
 			-Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$LOG4J" \
 			-cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
@@ -375,17 +394,19 @@ start_node() {
 	) &
 	pid=$!
 	echo "$pid" >"$dir/kafka.pid"
-	# Until the subshell has exec'd into java, the pid's command line is bash's.
-	local t
-	for ((t = 0; t < 50; t++)); do
-		alive "$n" "$i" && return 0
+	# Until the subshell has exec'd into java, the pid's command line is
+	# bash's. That takes milliseconds on a quiet machine and seconds next to
+	# CPU hogs; only a subshell that has died, or the start's deadline,
+	# means the node did not start.
+	until alive "$n" "$i"; do
 		kill -0 "$pid" 2>/dev/null || break
+		(($(date +%s) < end)) || break
 		sleep 0.1
 	done
-	alive "$n" "$i" || {
-		node_logs "$n" "$i"
-		die "kafka node $i did not start (is java working? logs above)"
-	}
+	alive "$n" "$i" && return 0
+	node_logs "$n" "$i"
+	kill -0 "$pid" 2>/dev/null || die "kafka node $i did not start (is java working? logs above)"
+	die "kafka node $i: its java did not start within ${WAIT}s (KAFKA_WAIT)"
 }
 
 node_logs() {
@@ -607,7 +628,7 @@ up)
 		mkdir -p "$CACHE/kafka"
 		echo "$N" >"$MODE_FILE"
 		match_version "$N"
-		for i in "${NODES[@]}"; do start_node "$N" "$i"; done
+		for i in "${NODES[@]}"; do start_node "$N" "$i" $(($(date +%s) + WAIT)); done
 	fi
 	wait_listening "$N" $(($(date +%s) + WAIT)) "${NODES[@]}"
 	probe "$N" "$BUILD"
@@ -628,7 +649,7 @@ start)
 	mkdir -p "$CACHE/kafka"
 	echo "$N" >"$MODE_FILE"
 	match_version "$N"
-	for i in "${NODES[@]}"; do start_node "$N" "$i"; done
+	for i in "${NODES[@]}"; do start_node "$N" "$i" $(($(date +%s) + WAIT)); done
 	wait_listening "$N" $(($(date +%s) + WAIT)) "${NODES[@]}"
 	;;
 wait)

@@ -1,10 +1,13 @@
 package orders
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +20,7 @@ import (
 
 // The read model's rules are pure: these tests feed it records by hand.
 
-func newTestReadModel(t *testing.T) *ReadModel {
+func newTestReadModel(t testing.TB) *ReadModel {
 	t.Helper()
 	m, err := NewReadModel(ReadModelConfig{Brokers: "unused:9"}, zaptest.NewLogger(t))
 	if err != nil {
@@ -355,4 +358,92 @@ func TestReadModelMovesEndedOrdersToTheArchive(t *testing.T) {
 	if c := m.Counts(); c[StatusCompleted] != 0 || c[StatusRunning] != 1 {
 		t.Fatalf("counts %v: they count the orders in memory", c)
 	}
+}
+
+// An ended order waits out its memory window packed (entry.packed): every
+// way out of the read model still gives its steps and history.
+func TestReadModelPacksEndedOrders(t *testing.T) {
+	arch := &memArchive{orders: map[string]Order{}}
+	m, err := NewReadModel(ReadModelConfig{Brokers: "unused:9", Memory: time.Minute, Archive: arch}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := startSaga(t, testOrder("ord-packed", "alice"))
+	for range 3 {
+		run.reply(saga.Success)
+	}
+	last := run.snapshot()
+	feed(t, m, kafkatx.TopicSagaState, "ord-packed", last)
+	want, err := saga.DecodeSnapshot(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.RLock()
+	e := m.orders["ord-packed"]
+	packed := e.packed != nil && e.order.Steps == nil && e.order.History == nil && e.order.Lines == nil
+	m.mu.RUnlock()
+	if !packed {
+		t.Fatalf("a Completed order with its last snapshot is not packed: %+v", e)
+	}
+	placed := testOrder("ord-packed", "alice")
+	check := func(how string, o Order) {
+		t.Helper()
+		if o.Status != StatusCompleted || o.CustomerID != placed.CustomerID || o.TotalCents != placed.TotalCents ||
+			!reflect.DeepEqual(o.Lines, placed.Lines) || o.Reason != want.Reason || o.Summary().Step != StepConfirmOrder ||
+			!reflect.DeepEqual(o.Steps, want.Steps) || !reflect.DeepEqual(o.History, want.History) {
+			t.Fatalf("%s: %+v, want the order, steps and history of %+v", how, o, want)
+		}
+	}
+	got, _ := m.Get("ord-packed")
+	check("Get", got)
+	page, _ := m.List(StatusCompleted, 10, Cursor{})
+	if len(page) != 1 || page[0].Summary().Step != StepConfirmOrder {
+		t.Fatalf("List: %+v", page)
+	}
+	check("List", page[0])
+	got, err = m.Wait(context.Background(), "ord-packed", func(o Order) bool { return o.Status.Terminal() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Wait", got)
+	// The end event comes after its snapshot: old news, the order stays packed.
+	feedEnvelope(t, m, kafkatx.TopicOrderEvents, run.endEvent())
+	m.mu.RLock()
+	packed = m.orders["ord-packed"].packed != nil
+	m.mu.RUnlock()
+	if !packed {
+		t.Fatal("the end event after its snapshot unpacked the order")
+	}
+	m.sweep(context.Background(), want.History[len(want.History)-1].At.Add(2*time.Minute))
+	got, ok, err := m.Lookup(context.Background(), "ord-packed")
+	if err != nil || !ok {
+		t.Fatalf("lookup past the window: %v %v", ok, err)
+	}
+	check("the archive", got)
+}
+
+// BenchmarkReadModelGCWithEndedOrders is one full garbage collection while
+// the read model holds 100,000 ended orders: what the orders service pays,
+// again and again, for its -order-memory window at a high rate.
+func BenchmarkReadModelGCWithEndedOrders(b *testing.B) {
+	const n = 100_000
+	m := newTestReadModel(b)
+	run := startSaga(b, testOrder("ord-000000", "alice"))
+	for range 3 {
+		run.reply(saga.Success)
+	}
+	last := run.snapshot()
+	for i := range n {
+		feed(b, m, kafkatx.TopicSagaState, "", bytes.ReplaceAll(last, []byte("ord-000000"), fmt.Appendf(nil, "ord-%06d", i)))
+	}
+	if c := m.Counts(); c[StatusCompleted] != n {
+		b.Fatalf("counts %v, want %d Completed", c, n)
+	}
+	for b.Loop() {
+		runtime.GC()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.HeapAlloc)/n, "heap-B/order")
+	runtime.KeepAlive(m)
 }
