@@ -336,10 +336,9 @@ wait_fenced() {
 	fi
 }
 
-# start_node MODE NODE END: launch the node's JVM unless it runs already;
-# END (epoch seconds) bounds the wait for the launch itself.
+# start_node MODE NODE: launch the node's JVM unless it runs already.
 start_node() {
-	local n=$1 i=$2 end=$3 dir bp cp pid what flags=()
+	local n=$1 i=$2 dir bp cp pid what end flags=()
 	dir=$(node_dir "$n" "$i")
 	bp=$(listen_port "$n" "$i")
 	cp=$(controller_port "$i")
@@ -393,6 +392,7 @@ start_node() {
 			</dev/null >>"$dir/logs/stdout.log" 2>&1
 	) &
 	pid=$!
+	end=$(($(date +%s) + WAIT))
 	echo "$pid" >"$dir/kafka.pid"
 	# Until the subshell has exec'd into java, the pid's command line is
 	# bash's. That takes milliseconds on a quiet machine and seconds next to
@@ -628,7 +628,7 @@ up)
 		mkdir -p "$CACHE/kafka"
 		echo "$N" >"$MODE_FILE"
 		match_version "$N"
-		for i in "${NODES[@]}"; do start_node "$N" "$i" $(($(date +%s) + WAIT)); done
+		for i in "${NODES[@]}"; do start_node "$N" "$i"; done
 	fi
 	wait_listening "$N" $(($(date +%s) + WAIT)) "${NODES[@]}"
 	probe "$N" "$BUILD"
@@ -649,7 +649,7 @@ start)
 	mkdir -p "$CACHE/kafka"
 	echo "$N" >"$MODE_FILE"
 	match_version "$N"
-	for i in "${NODES[@]}"; do start_node "$N" "$i" $(($(date +%s) + WAIT)); done
+	for i in "${NODES[@]}"; do start_node "$N" "$i"; done
 	wait_listening "$N" $(($(date +%s) + WAIT)) "${NODES[@]}"
 	;;
 wait)
