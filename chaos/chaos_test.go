@@ -175,18 +175,22 @@ func sagaFacts(t *testing.T) facts {
 	f := facts{Snapshots: map[string][]*saga.Instance{}, DeadLettered: map[string]bool{}, HealedAt: at, DrainBound: time.Minute}
 	inst, out, err := saga.Transition(def, nil, saga.Input{Kind: saga.KindStart, At: at, MessageID: "m0",
 		Start: saga.Start{SagaID: "o1", Data: data}})
+	// The commands not yet answered, in the order sent (reserve and charge
+	// go out together), each answered with success.
+	var queue []saga.Outgoing
 	for i := 1; err == nil; i++ {
 		f.Snapshots["o1"] = append(f.Snapshots["o1"], inst)
-		var cmd *saga.Outgoing
 		for _, o := range out {
 			if o.IsCommand() {
-				cmd = &o
+				queue = append(queue, o)
 				f.Commands = append(f.Commands, command{Saga: "o1", Step: o.Step, Phase: o.Phase, Attempt: o.Attempt})
 			}
 		}
-		if cmd == nil {
+		if len(queue) == 0 {
 			break
 		}
+		cmd := queue[0]
+		queue = queue[1:]
 		inst, out, err = saga.Transition(def, inst, saga.Input{Kind: saga.KindReply, At: at.Add(time.Duration(i) * time.Millisecond),
 			MessageID: "m" + string(rune('0'+i)), Reply: saga.Reply{Step: cmd.Step, Attempt: cmd.Attempt, Phase: cmd.Phase, Outcome: saga.Success}})
 	}

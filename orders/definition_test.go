@@ -19,4 +19,5 @@ func TestEverySagaPassesTheFourTests(t *testing.T) {
 	start, _ := json.Marshal(OrderPlaced{OrderID: "o1", CustomerID: "alice", TotalCents: 500,
 		Lines: []Line{{ProductID: "tea", Quantity: 2, UnitPriceCents: 250}}})
 	sagatest.RunRegistry(t, reg, map[string]json.RawMessage{SagaType: start})
+	t.Run("sequential", func(t *testing.T) { sagatest.Run(t, Definition(SagaConfig{Sequential: true}), start) })
 }

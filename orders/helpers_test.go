@@ -421,16 +421,20 @@ func (r *sagaRun) step(in saga.Input) *saga.Instance {
 // reply answers the command in flight.
 func (r *sagaRun) reply(outcome saga.Outcome) *saga.Instance {
 	r.t.Helper()
-	if _, _, _, ok := r.inst.InFlight(); !ok && !r.inst.RetryAt.IsZero() {
-		// Waiting out a backoff: let its timer fire.
-		r.now = r.inst.RetryAt
-		r.step(saga.Input{Kind: saga.KindTick})
+	for _, s := range r.inst.Steps {
+		if len(r.inst.InFlight()) == 0 && !s.RetryAt.IsZero() {
+			// Waiting out a backoff: let its timer fire.
+			r.now = s.RetryAt
+			r.step(saga.Input{Kind: saga.KindTick})
+		}
 	}
-	step, phase, attempt, ok := r.inst.InFlight()
-	if !ok {
+	in := r.inst.InFlight()
+	if len(in) == 0 {
 		r.t.Fatalf("no command in flight: %s", r.inst.State)
 	}
-	return r.step(saga.Input{Kind: saga.KindReply, Reply: saga.Reply{Step: step, Phase: phase, Attempt: attempt,
+	// Of a group of parallel steps, the first answers first.
+	w := in[0]
+	return r.step(saga.Input{Kind: saga.KindReply, Reply: saga.Reply{Step: w.Step, Phase: w.Phase, Attempt: w.Attempt,
 		Outcome: outcome, Reason: "test says " + string(outcome)}})
 }
 

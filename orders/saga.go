@@ -70,6 +70,11 @@ type SagaConfig struct {
 	Backoff, MaxBackoff time.Duration
 	// Deadline bounds the saga until its pivot (confirm-order) is sent.
 	Deadline time.Duration
+	// Sequential charges the payment only after the stock is reserved.
+	// By default both go out at once (saga.Step.Parallel), which takes one
+	// round trip through Kafka off every order; the price is that an order
+	// out of stock may be charged and then refunded.
+	Sequential bool
 }
 
 // DefaultSagaConfig is for real use: a participant gets 10 seconds per
@@ -130,9 +135,10 @@ func (c SagaConfig) withDefaults() SagaConfig {
 	return c
 }
 
-// Definition returns the order saga: reserve stock (undone by releasing it),
-// charge payment (undone by a refund), confirm the order (the pivot: once
-// the reserved stock is committed as sold, the order stands). Every command
+// Definition returns the order saga: reserve stock (undone by releasing it)
+// and charge payment (undone by a refund), at once unless cfg.Sequential,
+// then confirm the order (the pivot: once the reserved stock is committed
+// as sold, the order stands). Every command
 // carries the order itself (OrderPlaced) and each participant reads the
 // fields it needs. saga.NewRegistry validates it; invalid timings (negative,
 // a max backoff below the backoff) are reported there.
@@ -143,11 +149,13 @@ func Definition(cfg SagaConfig) *saga.Definition {
 		return saga.Step{Name: name, Topic: topic, Action: action, Compensation: compensation,
 			Timeout: cfg.StepTimeout, Retry: retry}
 	}
+	charge := step(StepChargePayment, cfg.PaymentTopic, command(TypeChargePayment), command(TypeRefundPayment))
+	charge.Parallel = !cfg.Sequential
 	return &saga.Definition{
 		Name: SagaType,
 		Steps: []saga.Step{
 			step(StepReserveStock, cfg.StockTopic, command(TypeReserveStock), command(TypeReleaseStock)),
-			step(StepChargePayment, cfg.PaymentTopic, command(TypeChargePayment), command(TypeRefundPayment)),
+			charge,
 			step(StepConfirmOrder, cfg.StockTopic, command(TypeCommitStock), nil),
 		},
 		Deadline:    cfg.Deadline,

@@ -97,6 +97,22 @@ type Step struct {
 	// Retry bounds the attempts of the action and, separately, of the
 	// compensation.
 	Retry RetryPolicy
+	// Parallel starts the step's action together with the step before it
+	// instead of after it succeeded. A step and the Parallel steps right
+	// after it form a group: all their actions are in flight at once, and
+	// the saga moves past the group when every one of them succeeded. If
+	// one fails, the saga turns back: the others are compensated (the ones
+	// still in flight too, as after a timeout: the participant's barrier
+	// refuses an action that arrives after its compensation), then the
+	// steps before the group, one at a time in reverse as always.
+	//
+	// It saves one round trip through Kafka per step so joined, for every
+	// saga. The price: when one step of a group fails, the others have run
+	// for nothing and are undone (a card charged and refunded for an order
+	// that was out of stock). Only compensable steps can be Parallel, and
+	// not the first: the pivot runs alone, after everything it stands on
+	// succeeded.
+	Parallel bool
 }
 
 // Event names an event the orchestrator publishes when a saga ends; its body
@@ -178,6 +194,9 @@ func (d *Definition) Validate() error {
 		}
 		if s.Retry.MaxBackoff > 0 && s.Retry.MaxBackoff < s.Retry.Backoff {
 			return bad("step %q: max backoff %s is below backoff %s", s.Name, s.Retry.MaxBackoff, s.Retry.Backoff)
+		}
+		if s.Parallel && (i == 0 || s.Compensation == nil) {
+			return bad("step %q is parallel but is the first step or has no compensation: only a compensable step can run together with the one before it", s.Name)
 		}
 		switch {
 		case s.Compensation == nil && pivot == "":

@@ -46,6 +46,17 @@
 //	(2)  Start sends the action of step 0.
 //	(3)  step k succeeded: send the action of step k+1.
 //	(4)  step n-1 succeeded.
+//
+// A step marked Step.Parallel runs together with the one before it: the
+// steps so joined form a group, every action of which (2) and (3) send at
+// once. Running(k) then names the group by its first step k, and the saga
+// stays there until each step of the group succeeded; (3) and (4) then
+// leave from the group's last step. Each step of a group keeps its own
+// attempts and timers. Turning back (5) from a group compensates its steps
+// that succeeded or are still in flight, from the last one down, then the
+// steps before the group, one at a time as always; a step of the group that
+// failed for a business reason is not compensated.
+//
 //	(5)  turn back. A business failure of step k <= p compensates from k-1 (k
 //	     did not take effect). A timeout or transient budget spent, the saga
 //	     deadline, or an operator force-compensate at k < p compensate from k

@@ -150,7 +150,7 @@ func ExampleTransition() {
 	// StockReserved:
 	//   send ChargePayment to payment.commands: {"account":"alice","amount_cents":1800}
 	// StockReserved again (redelivered):
-	//    saga: input ignored: action reply for step reserve-stock attempt 1 does not match the action of step charge-payment attempt 1 in flight
+	//    saga: input ignored: action reply for step reserve-stock attempt 1 is not one the saga waits for: the action of step charge-payment attempt 1
 	// PaymentDeclined:
 	//   send ReleaseStock to stock.commands: {"quantity":2,"sku":"mug"}
 	// StockReleased:

@@ -9,7 +9,8 @@ import (
 
 // DecodeSnapshot decodes the value of a saga.state record (a JSON Instance,
 // as the orchestrator writes it). An empty value is a tombstone, not a
-// snapshot, and an error.
+// snapshot, and an error. A snapshot from before steps had timers of their
+// own gets its timers moved to its current step.
 //
 // It decodes with goccy/go-json, not the standard library: a snapshot
 // carries the saga's whole history, decoding snapshots took a third of the
@@ -30,7 +31,9 @@ func DecodeSnapshot(b []byte) (in Instance, err error) {
 			in, err = Instance{}, fmt.Errorf("saga: snapshot decoder panicked: %v", p)
 		}
 	}()
-	err = fastjson.Unmarshal(b, &in)
+	if err = fastjson.Unmarshal(b, &in); err == nil {
+		in.migrate()
+	}
 	return in, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -36,7 +37,24 @@ func fuzzDefs() []*saga.Definition {
 		OnCompleted: saga.Event{Topic: "x.events", Type: "Done"},
 		OnCancelled: saga.Event{Topic: "x.events", Type: "Undone"},
 	}
-	return []*saga.Definition{orderSaga(), shippingSaga(), pivotFirst, noPivot}
+	// Groups of parallel steps: the order saga's reserve and charge at once,
+	// and a saga that is one group of three, with a short deadline.
+	parallel := orderSaga()
+	parallel.Name = "parallel-order"
+	parallel.Steps[1].Parallel = true
+	allAtOnce := &saga.Definition{
+		Name: "all-at-once",
+		Steps: []saga.Step{
+			noPivot.Steps[0], noPivot.Steps[1],
+			{Name: "c", Topic: "c.commands", Action: pass("DoC"), Compensation: pass("UndoC"), Timeout: 150 * time.Millisecond,
+				Retry: saga.RetryPolicy{MaxAttempts: 3, Backoff: 20 * time.Millisecond}, Parallel: true},
+		},
+		Deadline:    250 * time.Millisecond,
+		OnCompleted: saga.Event{Topic: "x.events", Type: "Done"},
+		OnCancelled: saga.Event{Topic: "x.events", Type: "Undone"},
+	}
+	allAtOnce.Steps[1].Parallel = true
+	return []*saga.Definition{orderSaga(), shippingSaga(), pivotFirst, noPivot, parallel, allAtOnce}
 }
 
 // fuzzData are the saga data variants: plain, and ones that make a builder
@@ -44,6 +62,7 @@ func fuzzDefs() []*saga.Definition {
 var fuzzData = []string{
 	`{"order":"order-1"}`, ``, `{"fail":"ChargePayment"}`, `{"fail":"RefundPayment"}`, `{"panic":"ReleaseStock"}`,
 	`{"fail":"Notify"}`, `{"fail":"Confirm"}`, `{"fail":"UndoA"}`, `{"panic":"DoB"}`, `{"fail":"ReserveStock"}`,
+	`{"fail":"DoC"}`, `{"panic":"UndoC"}`,
 }
 
 var fuzzResults = []json.RawMessage{nil, json.RawMessage(`{"id":7}`), json.RawMessage(`"ok"`), json.RawMessage(`{bad`)}
@@ -90,12 +109,12 @@ func FuzzTransition(f *testing.F) {
 				in := saga.Input{Kind: saga.KindStart, At: h.now, MessageID: fmt.Sprintf("start-%d", n),
 					Start: saga.Start{SagaID: "order-1", Data: json.RawMessage(fuzzData[r.next()%len(fuzzData)])}}
 				h.apply(in)
-			case 1: // an answer to the command in flight
-				k, ph, a, ok := h.inst.InFlight()
-				if !ok {
-					k, ph, a = r.next()%4, saga.PhaseAction, 1
+			case 1: // an answer to a command in flight
+				w := saga.Awaited{Step: r.next() % 4, Phase: saga.PhaseAction, Attempt: 1}
+				if in := h.inst.InFlight(); len(in) > 0 {
+					w = in[r.next()%len(in)]
 				}
-				h.reply(k, ph, a, []saga.Outcome{saga.Success, saga.Failure, saga.Transient}[r.next()%3], fuzzResults[r.next()%len(fuzzResults)])
+				h.reply(w.Step, w.Phase, w.Attempt, []saga.Outcome{saga.Success, saga.Failure, saga.Transient}[r.next()%3], fuzzResults[r.next()%len(fuzzResults)])
 			case 2: // a reply out of nowhere: wrong step, attempt or phase, or nonsense
 				phases := []saga.Phase{saga.PhaseAction, saga.PhaseCompensation, "undo"}
 				outcomes := []saga.Outcome{saga.Success, saga.Failure, saga.Transient, "maybe"}
@@ -125,11 +144,12 @@ func FuzzTransition(f *testing.F) {
 		// Inputs stop; from here on the participants answer every command
 		// with success and the clock keeps going. Every saga must end.
 		for n := 0; n < 100 && !h.inst.IsTerminal(); n++ {
-			switch k, ph, a, ok := h.inst.InFlight(); {
+			switch in := h.inst.InFlight(); {
 			case h.inst == nil:
 				h.apply(saga.Input{Kind: saga.KindStart, At: h.now, Start: saga.Start{SagaID: "order-1"}})
-			case ok:
-				h.reply(k, ph, a, saga.Success, nil)
+			case len(in) > 0:
+				w := in[len(in)-1] // the group's steps answer in any order
+				h.reply(w.Step, w.Phase, w.Attempt, saga.Success, nil)
 			default:
 				nt := h.inst.NextTimer()
 				if nt.IsZero() {
@@ -214,12 +234,11 @@ func (h *harness) apply(in saga.Input) {
 		t.Fatalf("restore changed the snapshot")
 	}
 
-	// A reply is applied only if it answers the command in flight, and once.
+	// A reply is applied only if it answers a command in flight, and once.
 	if in.Kind == saga.KindReply && err == nil {
-		k, ph, a, ok := h.inst.InFlight()
 		got := triple{in.Reply.Step, in.Reply.Phase, in.Reply.Attempt}
-		if !ok || got != (triple{k, ph, a}) {
-			t.Fatalf("applied reply %+v while %v was in flight (%v)", got, triple{k, ph, a}, ok)
+		if !awaits(h.inst, got) {
+			t.Fatalf("applied reply %+v while %v were in flight", got, h.inst.InFlight())
 		}
 		if h.applied[got] {
 			t.Fatalf("reply %+v applied twice", got)
@@ -227,7 +246,7 @@ func (h *harness) apply(in saga.Input) {
 		h.applied[got] = true
 	}
 
-	// Each command is sent once, and it is then the one in flight.
+	// Each command is sent once, and it is then in flight.
 	commands := 0
 	for _, o := range out {
 		if !o.IsCommand() {
@@ -247,15 +266,20 @@ func (h *harness) apply(in saga.Input) {
 			t.Fatalf("command %+v sent twice", id)
 		}
 		h.sent[id] = true
-		if k, ph, a, ok := next.InFlight(); !ok || id != (triple{k, ph, a}) {
-			t.Fatalf("sent %+v but %v is in flight (%v)", id, triple{k, ph, a}, ok)
+		if !awaits(next, id) {
+			t.Fatalf("sent %+v but %v are in flight", id, next.InFlight())
 		}
 		if o.SagaID != next.ID || o.Topic != h.def.Steps[o.Step].Topic || o.Attempt > next.Steps[o.Step].Limit {
 			t.Fatalf("command %+v does not fit the saga", o)
 		}
 	}
-	if commands > 1 {
+	if commands > len(next.Steps) {
 		t.Fatalf("%d commands from one input", commands)
 	}
 	h.inst = next
+}
+
+// awaits reports whether inst waits for the reply to the command id.
+func awaits(inst *saga.Instance, id triple) bool {
+	return slices.Contains(inst.InFlight(), saga.Awaited{Step: id.step, Phase: id.phase, Attempt: id.attempt})
 }

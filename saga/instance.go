@@ -8,7 +8,7 @@ import (
 )
 
 // State is where a saga is. Running and Compensating also carry the current
-// step, in Instance.Step.
+// step, in Instance.Step (while Running a group of parallel steps, its first).
 type State string
 
 const (
@@ -17,7 +17,9 @@ const (
 	// only show it as the From of the first history entry.
 	Started State = "Started"
 	// Running: the action of Instance.Step is in flight or waiting to be
-	// retried; every earlier step is done.
+	// retried; every earlier step is done. When Instance.Step begins a group
+	// of parallel steps, each step of the group is in flight, waiting to be
+	// retried, or done.
 	Running State = "Running"
 	// Compensating: the compensation of Instance.Step is in flight or waiting
 	// to be retried; later steps are compensated, failed or never ran.
@@ -76,6 +78,18 @@ type StepState struct {
 	Limit int `json:"limit"`
 	// Result is the result of the action's successful reply, if it had one.
 	Result json.RawMessage `json:"result,omitempty"`
+	// Parallel says the step runs together with the one before it
+	// (Step.Parallel), copied from the definition when the saga started: a
+	// saga keeps the shape it started with, so a definition changed under
+	// running sagas does not regroup steps already in flight.
+	Parallel bool `json:"parallel,omitempty"`
+	// Deadline is when the step's command in flight times out; zero when
+	// none is.
+	Deadline time.Time `json:"deadline,omitzero"`
+	// RetryAt is when the step's next attempt is sent; zero unless it waits
+	// out a backoff. A step with a command in flight or waiting to send one
+	// has exactly one of Deadline and RetryAt; every other step has neither.
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Change is one applied transition, kept in Instance.History for people (the
@@ -115,12 +129,12 @@ type Instance struct {
 	// event of the saga continues its trace.
 	Traceparent string `json:"traceparent,omitempty"`
 
-	// StepDeadline is when the command in flight times out; zero when none is
-	// in flight.
-	StepDeadline time.Time `json:"step_deadline,omitzero"`
-	// RetryAt is when the current step's next attempt is sent; zero unless
-	// waiting out a backoff. At most one of StepDeadline and RetryAt is set.
-	RetryAt time.Time `json:"retry_at,omitzero"`
+	// OldStepDeadline and OldRetryAt are the one step's timers as snapshots
+	// kept them before each step had its own (StepState.Deadline, RetryAt).
+	// DecodeSnapshot moves them to the current step, so that a saga in flight
+	// across the upgrade still times out; nothing writes them any more.
+	OldStepDeadline time.Time `json:"step_deadline,omitzero"`
+	OldRetryAt      time.Time `json:"retry_at,omitzero"`
 	// Deadline is when the saga gives up and compensates (see
 	// Definition.Deadline); zero if it has none.
 	Deadline time.Time `json:"deadline,omitzero"`
@@ -148,14 +162,46 @@ func (i *Instance) NextTimer() time.Time {
 	if i == nil || (i.State != Running && i.State != Compensating) {
 		return time.Time{}
 	}
-	t := i.StepDeadline
-	if t.IsZero() || (!i.RetryAt.IsZero() && i.RetryAt.Before(t)) {
-		t = i.RetryAt
+	var t time.Time
+	earlier := func(u time.Time) {
+		if !u.IsZero() && (t.IsZero() || u.Before(t)) {
+			t = u
+		}
 	}
-	if i.deadlineApplies() && (t.IsZero() || i.Deadline.Before(t)) {
-		t = i.Deadline
+	// Only the steps that wait for something have timers (Check).
+	for k := range i.Steps {
+		earlier(i.Steps[k].Deadline)
+		earlier(i.Steps[k].RetryAt)
+	}
+	if i.deadlineApplies() {
+		earlier(i.Deadline)
 	}
 	return t
+}
+
+// group returns the first and the last step of the group step k belongs to:
+// k itself and the Parallel steps joined to it on either side.
+func group(steps []StepState, k int) (first, last int) {
+	first, last = k, k
+	for first > 0 && steps[first].Parallel {
+		first--
+	}
+	for last+1 < len(steps) && steps[last+1].Parallel {
+		last++
+	}
+	return first, last
+}
+
+// migrate moves the timers of a snapshot written before each step had its
+// own to the step that was current.
+func (i *Instance) migrate() {
+	if i.OldStepDeadline.IsZero() && i.OldRetryAt.IsZero() {
+		return
+	}
+	if i.Step >= 0 && i.Step < len(i.Steps) && (i.State == Running || i.State == Compensating) {
+		i.Steps[i.Step].Deadline, i.Steps[i.Step].RetryAt = i.OldStepDeadline, i.OldRetryAt
+	}
+	i.OldStepDeadline, i.OldRetryAt = time.Time{}, time.Time{}
 }
 
 // deadlineApplies reports whether passing the saga deadline would make the
@@ -165,23 +211,52 @@ func (i *Instance) deadlineApplies() bool {
 	return !i.Deadline.IsZero() && i.State == Running && i.Step < len(i.Steps) && i.Steps[i.Step].Compensable
 }
 
-// InFlight returns the command whose reply the saga is waiting for. Exactly
-// a reply with this step, phase and attempt will be applied; any other is
-// ignored. ok is false when no command is in flight (the saga has ended, or is
-// waiting out a backoff).
-func (i *Instance) InFlight() (step int, phase Phase, attempt int, ok bool) {
-	if i == nil || i.StepDeadline.IsZero() || i.Step < 0 || i.Step >= len(i.Steps) {
-		return 0, "", 0, false
+// Awaited names one command whose reply a saga waits for.
+type Awaited struct {
+	Step    int
+	Phase   Phase
+	Attempt int
+}
+
+// InFlight returns the commands whose replies the saga is waiting for: one,
+// or one per step of a parallel group still running. Exactly a reply with
+// one of these steps, phases and attempts will be applied; any other is
+// ignored. It is empty when no command is in flight (the saga has ended, or
+// waits out a backoff).
+func (i *Instance) InFlight() []Awaited {
+	if i == nil || i.Step < 0 || i.Step >= len(i.Steps) {
+		return nil
 	}
-	switch i.State {
-	case Running:
-		phase = PhaseAction
-	case Compensating:
-		phase = PhaseCompensation
-	default:
-		return 0, "", 0, false
+	var in []Awaited
+	first, last := group(i.Steps, i.Step)
+	for k := first; k <= last; k++ {
+		if ph, ok := i.awaits(k); ok {
+			in = append(in, Awaited{Step: k, Phase: ph, Attempt: i.Steps[k].Attempt})
+		}
 	}
-	return i.Step, phase, i.Steps[i.Step].Attempt, true
+	return in
+}
+
+// awaits reports whether a command of step k is in flight, and its phase:
+// the action of a running step of the current group, or the compensation of
+// the current step.
+func (i *Instance) awaits(k int) (Phase, bool) {
+	if k < 0 || k >= len(i.Steps) || i.Steps[k].Deadline.IsZero() {
+		return "", false
+	}
+	switch s := i.Steps[k].Status; {
+	case i.State == Running && s == StepRunning && i.inGroup(k):
+		return PhaseAction, true
+	case i.State == Compensating && s == StepCompensating && k == i.Step:
+		return PhaseCompensation, true
+	}
+	return "", false
+}
+
+// inGroup reports whether step k is in the group of the current step.
+func (i *Instance) inGroup(k int) bool {
+	first, last := group(i.Steps, i.Step)
+	return k >= first && k <= last
 }
 
 // clone returns a copy whose Steps can be modified and whose History can be
@@ -230,6 +305,9 @@ func (i *Instance) Check() error {
 		if j > 0 && !i.Steps[j-1].Compensable && s.Compensable {
 			return bad("step %q is compensable but follows an uncompensable step", s.Name)
 		}
+		if s.Parallel && (j == 0 || !s.Compensable) {
+			return bad("step %q is parallel but is the first step or cannot be compensated", s.Name)
+		}
 		if s.Attempt < 0 || s.Attempt > s.Limit {
 			return bad("step %q: attempt %d outside its budget of %d", s.Name, s.Attempt, s.Limit)
 		}
@@ -269,14 +347,22 @@ func (i *Instance) Check() error {
 		return bad("%d failed steps, at most one can fail", failed)
 	}
 
-	// statuses checks the steps before and after the current one.
-	statuses := func(before, after []StepStatus) error {
+	// The current step's group: the steps in flight together while Running
+	// (just the current step when it is not parallel).
+	first, last := group(i.Steps, i.Step)
+	// statuses checks the steps before and after the current one; a step
+	// of the current group before it may also be in the statuses of
+	// inGroup.
+	statuses := func(before, inGroup, after []StepStatus) error {
 		for j, s := range i.Steps {
 			allowed := after
-			if j < i.Step {
-				allowed = before
-			} else if j == i.Step {
+			switch {
+			case j == i.Step:
 				continue
+			case j < i.Step && j >= first:
+				allowed = inGroup
+			case j < i.Step:
+				allowed = before
 			}
 			if !slices.Contains(allowed, s.Status) {
 				return bad("step %q is %s", s.Name, s.Status)
@@ -287,13 +373,23 @@ func (i *Instance) Check() error {
 	done := []StepStatus{StepDone}
 	pending := []StepStatus{StepPending}
 	undone := []StepStatus{StepCompensated, StepFailed, StepSkipped}
+	// Compensating a group turns back while some of its steps may still
+	// be running (their outcome unknown, compensated next) or may have
+	// failed (not compensated).
+	unsettled := []StepStatus{StepDone, StepRunning, StepFailed}
 	cur := i.Steps[i.Step].Status
-	active := i.State == Running || i.State == Compensating
-	if active && i.StepDeadline.IsZero() == i.RetryAt.IsZero() {
-		return bad("exactly one of step deadline and retry-at must be set")
+	if !i.OldStepDeadline.IsZero() || !i.OldRetryAt.IsZero() {
+		return bad("the saga's old step timers are set (DecodeSnapshot moves them to the step)")
 	}
-	if !active && (!i.StepDeadline.IsZero() || !i.RetryAt.IsZero()) {
-		return bad("timers set in a state that waits for nothing")
+	for j, s := range i.Steps {
+		waits := (i.State == Running && j >= first && j <= last && s.Status == StepRunning) ||
+			(i.State == Compensating && j == i.Step)
+		switch {
+		case waits && s.Deadline.IsZero() == s.RetryAt.IsZero():
+			return bad("step %q: exactly one of its deadline and retry-at must be set", s.Name)
+		case !waits && (!s.Deadline.IsZero() || !s.RetryAt.IsZero()):
+			return bad("step %q has timers set but waits for nothing", s.Name)
+		}
 	}
 	if (i.Reason == "") != (i.State == Started || i.State == Running || i.State == Completed) {
 		return bad("reason %q does not fit the state", i.Reason)
@@ -304,22 +400,40 @@ func (i *Instance) Check() error {
 		if i.Step != 0 || i.Version != 0 {
 			return bad("a started saga has not moved yet")
 		}
-		err = statuses(nil, pending)
+		err = statuses(nil, nil, pending)
 		if cur != StepPending {
 			return bad("current step is %s", cur)
 		}
 	case Running:
-		if cur != StepRunning {
-			return bad("current step is %s", cur)
+		if i.Step != first {
+			return bad("the current step is not the first of its group (%d)", first)
 		}
-		err = statuses(done, pending)
+		// The group moves on once every step of it is done.
+		running := false
+		for j := first; j <= last; j++ {
+			switch i.Steps[j].Status {
+			case StepRunning:
+				running = true
+			case StepDone:
+			default:
+				return bad("step %q of the running group is %s", i.Steps[j].Name, i.Steps[j].Status)
+			}
+		}
+		if !running {
+			return bad("every step of the running group is done")
+		}
+		for j, s := range i.Steps {
+			if (j < first && s.Status != StepDone) || (j > last && s.Status != StepPending) {
+				return bad("step %q is %s", s.Name, s.Status)
+			}
+		}
 	case Compensating:
 		if cur != StepCompensating {
 			return bad("current step is %s", cur)
 		}
-		err = statuses(done, undone)
+		err = statuses(done, unsettled, undone)
 	case Completed:
-		err = statuses(done, done)
+		err = statuses(done, done, done)
 		if cur != StepDone || i.Step != n-1 {
 			return bad("completed at step %d (%s)", i.Step, cur)
 		}
@@ -327,16 +441,16 @@ func (i *Instance) Check() error {
 		if !slices.Contains(undone, cur) {
 			return bad("current step is %s", cur)
 		}
-		err = statuses(undone, undone)
+		err = statuses(undone, undone, undone)
 	case Failed:
 		switch cur {
 		case StepFailed: // forward failure of an uncompensable step
 			if i.Steps[i.Step].Compensable {
 				return bad("a compensable step failing forward must compensate, not fail the saga")
 			}
-			err = statuses(done, pending)
+			err = statuses(done, done, pending)
 		case StepCompensationFailed:
-			err = statuses(done, undone)
+			err = statuses(done, unsettled, undone)
 		default:
 			return bad("current step is %s", cur)
 		}
@@ -374,7 +488,7 @@ func (i *Instance) checkHistory() error {
 			return bad("has no cause")
 		case c.Step < 0 || c.Step >= len(i.Steps):
 			return bad("step out of range")
-		case !legalEdge(c.From, fromStep, c.To, c.Step, len(i.Steps)):
+		case !legalEdge(c.From, fromStep, c.To, c.Step, i.Steps):
 			return bad("is not a transition of the state machine")
 		}
 		from, fromStep, last = c.To, c.Step, c.At
@@ -385,8 +499,14 @@ func (i *Instance) checkHistory() error {
 	return nil
 }
 
-// legalEdge is the state machine drawn in doc.go, as a predicate.
-func legalEdge(from State, fs int, to State, ts int, n int) bool {
+// legalEdge is the state machine drawn in doc.go, as a predicate. Running
+// at a group of parallel steps counts as running at its last step, where
+// the saga moves on from.
+func legalEdge(from State, fs int, to State, ts int, steps []StepState) bool {
+	n := len(steps)
+	if from == Running {
+		_, fs = group(steps, fs)
+	}
 	switch from {
 	case Started:
 		// Step 0 sent, or it could not be built (nothing to compensate), or an
@@ -395,7 +515,8 @@ func legalEdge(from State, fs int, to State, ts int, n int) bool {
 	case Running:
 		switch to {
 		case Running:
-			return ts == fs || ts == fs+1
+			first, _ := group(steps, fs)
+			return ts == first || ts == fs+1
 		case Completed:
 			return fs == n-1 && ts == fs
 		case Compensating:

@@ -3,6 +3,7 @@ package saga
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -245,6 +246,11 @@ func fits(def *Definition, inst *Instance) error {
 		if inst.Steps[k].Name != s.Name || inst.Steps[k].Compensable != (s.Compensation != nil) {
 			return fmt.Errorf("saga %q step %d is %q, definition %q has %q", inst.ID, k, inst.Steps[k].Name, def.Name, s.Name)
 		}
+		// The saga's own grouping counts, not the definition's (StepState):
+		// it only has to be one a definition could have.
+		if inst.Steps[k].Parallel && (k == 0 || !inst.Steps[k].Compensable) {
+			return fmt.Errorf("saga %q step %d is parallel but is the first step or cannot be compensated", inst.ID, k)
+		}
 	}
 	if inst.Step < 0 || inst.Step >= len(inst.Steps) {
 		return fmt.Errorf("saga %q: step index %d out of range", inst.ID, inst.Step)
@@ -292,7 +298,7 @@ func start(def *Definition, in Input) (*Instance, []Outgoing, error) {
 		Traceparent: s.Traceparent,
 	}
 	for k, st := range def.Steps {
-		i.Steps[k] = StepState{Name: st.Name, Compensable: st.Compensation != nil, Status: StepPending}
+		i.Steps[k] = StepState{Name: st.Name, Compensable: st.Compensation != nil, Parallel: st.Parallel, Status: StepPending}
 	}
 	if def.Deadline > 0 {
 		i.Deadline = in.At.Add(def.Deadline)
@@ -353,15 +359,11 @@ func (t *tx) reply() (*Instance, []Outgoing, error) {
 			return ignore(t.old, ErrIgnored, "reply for unknown step %q", r.StepName)
 		}
 	}
-	step, phase, attempt, ok := t.old.InFlight()
-	if !ok {
-		return ignore(t.old, ErrIgnored, "%s reply for step %s attempt %d: saga is %s and waits for no reply",
-			r.Phase, t.stepName(k), r.Attempt, t.old.State)
+	if phase, ok := t.old.awaits(k); !ok || r.Phase != phase || r.Attempt != t.old.Steps[k].Attempt {
+		return ignore(t.old, ErrIgnored, "%s reply for step %s attempt %d is not one the saga waits for: %s",
+			r.Phase, t.stepName(k), r.Attempt, t.waitsFor())
 	}
-	if k != step || r.Phase != phase || r.Attempt != attempt {
-		return ignore(t.old, ErrIgnored, "%s reply for step %s attempt %d does not match the %s of step %s attempt %d in flight",
-			r.Phase, t.stepName(k), r.Attempt, phase, t.stepName(step), attempt)
-	}
+	phase := r.Phase
 	if len(r.Result) > 0 && !json.Valid(r.Result) {
 		return ignore(t.old, ErrIllegal, "reply for step %s: result is not JSON", t.stepName(k))
 	}
@@ -395,36 +397,42 @@ func (t *tx) reply() (*Instance, []Outgoing, error) {
 
 func (t *tx) tick() (*Instance, []Outgoing, error) {
 	i := t.old
-	active := i.State == Running || i.State == Compensating
-	k := i.Step
-	switch {
-	case i.deadlineApplies() && !t.at.Before(i.Deadline):
+	if i.deadlineApplies() && !t.at.Before(i.Deadline) {
 		t.begin()
 		reason := "saga deadline passed"
 		if t.def.Deadline > 0 {
 			reason = fmt.Sprintf("saga deadline of %s passed", t.def.Deadline)
 		}
 		t.note("%s", reason)
-		t.actionFailed(k, true, reason)
-	case active && !i.StepDeadline.IsZero() && !t.at.Before(i.StepDeadline):
-		t.begin()
-		what := "step " + t.def.Steps[k].Name
-		if i.State == Compensating {
-			what = "compensation of " + what
-		}
-		t.attemptFailed(k, fmt.Sprintf("%s timed out after %s (%s)", what, t.def.Steps[k].Timeout, t.attemptText(k, 0)))
-	case active && !i.RetryAt.IsZero() && !t.at.Before(i.RetryAt):
-		t.begin()
-		what := "step " + t.def.Steps[k].Name
-		if i.State == Compensating {
-			what = "the compensation of " + what
-		}
-		t.note("backoff over, retrying %s (%s)", what, t.attemptText(k, 1))
-		t.resend(k)
-	default:
+		t.actionFailed(i.Step, true, reason)
+		return t.commit()
+	}
+	if i.State != Running && i.State != Compensating {
 		return i, nil, nil
 	}
-	return t.commit()
+	// Only the steps that wait for something have timers (Check): the
+	// current one, or the running steps of its group.
+	for k, s := range i.Steps {
+		what := "step " + t.def.Steps[k].Name
+		switch {
+		case !s.Deadline.IsZero() && !t.at.Before(s.Deadline):
+			t.begin()
+			if i.State == Compensating {
+				what = "compensation of " + what
+			}
+			t.attemptFailed(k, fmt.Sprintf("%s timed out after %s (%s)", what, t.def.Steps[k].Timeout, t.attemptText(k, 0)))
+			return t.commit()
+		case !s.RetryAt.IsZero() && !t.at.Before(s.RetryAt):
+			t.begin()
+			if i.State == Compensating {
+				what = "the compensation of " + what
+			}
+			t.note("backoff over, retrying %s (%s)", what, t.attemptText(k, 1))
+			t.resend(k)
+			return t.commit()
+		}
+	}
+	return i, nil, nil
 }
 
 func (t *tx) operator() (*Instance, []Outgoing, error) {
@@ -496,28 +504,53 @@ func (t *tx) operator() (*Instance, []Outgoing, error) {
 	return t.commit()
 }
 
-// beginStep starts the action of step k.
+// beginStep starts the action of step k, and of the steps parallel to it.
 func (t *tx) beginStep(k int) {
-	s := &t.i.Steps[k]
-	s.Status = StepRunning
-	s.Attempt = 0
-	s.Limit = t.def.Steps[k].Retry.Attempts()
+	_, last := group(t.i.Steps, k)
 	t.i.State = Running
 	t.i.Step = k
-	t.resend(k)
+	// Every command of the group is built before any is sent: one that
+	// cannot be built turns the saga back with none of the group sent, so
+	// there is nothing of it to compensate.
+	var one [1]Command
+	cmds := one[:0]
+	for j := k; j <= last; j++ {
+		cmd, err := build(t.def.Steps[j].Action, t.i.Data)
+		if err != nil {
+			t.cannotBuild(j, PhaseAction, err)
+			return
+		}
+		cmds = append(cmds, cmd)
+	}
+	for j := k; j <= last; j++ {
+		s := &t.i.Steps[j]
+		s.Status = StepRunning
+		s.Attempt = 0
+		s.Limit = t.def.Steps[j].Retry.Attempts()
+		t.send(j, PhaseAction, cmds[j-k])
+	}
 }
 
-// advance moves past step k, whose action succeeded.
+// advance moves past step k, whose action succeeded, once the other steps
+// of its group succeeded too.
 func (t *tx) advance(k int) {
 	t.i.Steps[k].Status = StepDone
-	t.clearTimers()
-	if k == len(t.i.Steps)-1 {
+	t.clearStep(k)
+	first, last := group(t.i.Steps, k)
+	for j := first; j <= last; j++ {
+		if t.i.Steps[j].Status != StepDone {
+			t.note("waiting for step %s", t.i.Steps[j].Name)
+			return
+		}
+	}
+	if last == len(t.i.Steps)-1 {
 		t.i.State = Completed
+		t.i.Step = last
 		t.i.Reason = ""
 		t.end(t.def.OnCompleted)
 		return
 	}
-	t.beginStep(k + 1)
+	t.beginStep(last + 1)
 }
 
 // actionFailed handles the end of step k's action without success. unknown
@@ -526,21 +559,24 @@ func (t *tx) advance(k int) {
 func (t *tx) actionFailed(k int, unknown bool, reason string) {
 	t.clearTimers()
 	s := &t.i.Steps[k]
+	// Turning back starts at the end of k's group: its other steps are done
+	// or still in flight, and are compensated like k itself after a timeout.
+	_, last := group(t.i.Steps, k)
 	switch pivot := t.def.pivot(); {
 	case unknown && k < pivot:
 		// Compensate the step itself too: if its action lands late, the
 		// participant's barrier refuses it; if it never ran, its compensation
 		// is a no-op that succeeds.
 		t.i.Reason = reason
-		t.skipAfter(k)
-		t.compensateFrom(k)
+		t.skipAfter(last)
+		t.compensateFrom(last)
 	case !unknown && k <= pivot:
 		// At the pivot too: a pivot that says no is the normal way for a saga
-		// to turn back.
+		// to turn back. k itself, Failed, is not compensated.
 		s.Status = StepFailed
 		t.i.Reason = reason
-		t.skipAfter(k)
-		t.compensateFrom(k - 1)
+		t.skipAfter(last)
+		t.compensateFrom(last)
 	default:
 		// The pivot may have taken effect, or has and a later step failed:
 		// compensating now could undo steps under a confirmed order.
@@ -553,12 +589,12 @@ func (t *tx) actionFailed(k int, unknown bool, reason string) {
 // Transient reply, or a failed compensation): retry within the budget, else
 // give up on the phase.
 func (t *tx) attemptFailed(k int, what string) {
-	t.clearTimers()
+	t.clearStep(k)
 	s := &t.i.Steps[k]
 	if s.Attempt < s.Limit {
 		p := t.def.Steps[k].Retry
 		if d := p.Delay(s.Attempt - (s.Limit - p.Attempts())); d > 0 {
-			t.i.RetryAt = t.at.Add(d)
+			s.RetryAt = t.at.Add(d)
 			t.note("%s; retrying in %s", what, d)
 			return
 		}
@@ -577,7 +613,6 @@ func (t *tx) attemptFailed(k int, what string) {
 
 // resend sends the next attempt of the current phase of step k.
 func (t *tx) resend(k int) {
-	s := &t.i.Steps[k]
 	def := &t.def.Steps[k]
 	phase, b := PhaseAction, def.Action
 	if t.i.State == Compensating {
@@ -585,21 +620,33 @@ func (t *tx) resend(k int) {
 	}
 	cmd, err := build(b, t.i.Data)
 	if err != nil {
-		reason := fmt.Sprintf("cannot build the %s of step %s: %v", phase, def.Name, err)
-		t.note("%s", reason)
-		if phase == PhaseAction {
-			// The data cannot make this command, so this attempt did not
-			// take effect; earlier attempts, if any, might have.
-			t.actionFailed(k, s.Attempt > 0, reason)
-		} else {
-			s.Status = StepCompensationFailed
-			t.fail(k, reason)
-		}
+		t.cannotBuild(k, phase, err)
 		return
 	}
+	t.send(k, phase, cmd)
+}
+
+// cannotBuild handles a command of step k that its builder refused.
+func (t *tx) cannotBuild(k int, phase Phase, err error) {
+	reason := fmt.Sprintf("cannot build the %s of step %s: %v", phase, t.def.Steps[k].Name, err)
+	t.note("%s", reason)
+	if phase == PhaseAction {
+		// The data cannot make this command, so this attempt did not
+		// take effect; earlier attempts, if any, might have.
+		t.actionFailed(k, t.i.Steps[k].Attempt > 0, reason)
+		return
+	}
+	t.i.Steps[k].Status = StepCompensationFailed
+	t.fail(k, reason)
+}
+
+// send sends cmd as the next attempt of the phase of step k.
+func (t *tx) send(k int, phase Phase, cmd Command) {
+	s := &t.i.Steps[k]
+	def := &t.def.Steps[k]
 	s.Attempt++
-	t.i.StepDeadline = t.at.Add(def.Timeout)
-	t.i.RetryAt = time.Time{}
+	s.Deadline = t.at.Add(def.Timeout)
+	s.RetryAt = time.Time{}
 	t.out = append(t.out, Outgoing{
 		Topic:       def.Topic,
 		Type:        cmd.Type,
@@ -659,9 +706,34 @@ func (t *tx) fail(k int, reason string) {
 	t.end(t.def.OnFailed)
 }
 
+// clearTimers stops every step's timers: the saga stops waiting for what
+// it sent.
 func (t *tx) clearTimers() {
-	t.i.StepDeadline = time.Time{}
-	t.i.RetryAt = time.Time{}
+	for k := range t.i.Steps {
+		t.clearStep(k)
+	}
+}
+
+// clearStep stops the timers of step k alone.
+func (t *tx) clearStep(k int) {
+	t.i.Steps[k].Deadline = time.Time{}
+	t.i.Steps[k].RetryAt = time.Time{}
+}
+
+// waitsFor says which replies the saga waits for, for a reply it ignores.
+func (t *tx) waitsFor() string {
+	in := t.old.InFlight()
+	if len(in) == 0 {
+		return fmt.Sprintf("none (saga is %s)", t.old.State)
+	}
+	var b strings.Builder
+	for n, a := range in {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "the %s of step %s attempt %d", a.Phase, t.stepName(a.Step), a.Attempt)
+	}
+	return b.String()
 }
 
 // end emits the end event e, if the definition asks for one.

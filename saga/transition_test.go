@@ -3,6 +3,7 @@ package saga_test
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -502,22 +503,22 @@ func TestTickWithNothingDueReturnsTheSameInstance(t *testing.T) {
 func TestTimersAndOutgoing(t *testing.T) {
 	def := orderSaga()
 	inst := run(t, def, start())
-	if !inst.StepDeadline.Equal(at(5*time.Second)) || !inst.Deadline.Equal(at(30*time.Second)) || !inst.RetryAt.IsZero() {
-		t.Errorf("timers: step %v deadline %v retry %v", inst.StepDeadline, inst.Deadline, inst.RetryAt)
+	if s := inst.Steps[0]; !s.Deadline.Equal(at(5*time.Second)) || !inst.Deadline.Equal(at(30*time.Second)) || !s.RetryAt.IsZero() {
+		t.Errorf("timers: step %v deadline %v retry %v", s.Deadline, inst.Deadline, s.RetryAt)
 	}
 	if got := inst.NextTimer(); !got.Equal(at(5 * time.Second)) {
 		t.Errorf("next timer %v", got)
 	}
-	if step, phase, attempt, ok := inst.InFlight(); !ok || step != 0 || phase != saga.PhaseAction || attempt != 1 {
-		t.Errorf("in flight: %d %s %d %v", step, phase, attempt, ok)
+	if in := inst.InFlight(); !slices.Equal(in, []saga.Awaited{{Step: 0, Phase: saga.PhaseAction, Attempt: 1}}) {
+		t.Errorf("in flight: %v", in)
 	}
 
 	inst, _, _ = apply(t, def, inst, reply(2*time.Second, 0, 1, saga.PhaseAction, saga.Transient, "busy"))
-	if !inst.RetryAt.Equal(at(2100*time.Millisecond)) || !inst.StepDeadline.IsZero() || !inst.NextTimer().Equal(inst.RetryAt) {
-		t.Errorf("backoff: retry %v step %v next %v", inst.RetryAt, inst.StepDeadline, inst.NextTimer())
+	if s := inst.Steps[0]; !s.RetryAt.Equal(at(2100*time.Millisecond)) || !s.Deadline.IsZero() || !inst.NextTimer().Equal(s.RetryAt) {
+		t.Errorf("backoff: retry %v step %v next %v", s.RetryAt, s.Deadline, inst.NextTimer())
 	}
-	if _, _, _, ok := inst.InFlight(); ok {
-		t.Error("in flight during a backoff")
+	if in := inst.InFlight(); len(in) > 0 {
+		t.Errorf("in flight during a backoff: %v", in)
 	}
 
 	in := tick(2100 * time.Millisecond)
@@ -585,8 +586,8 @@ func TestHistoryNeverGoesBack(t *testing.T) {
 	if got := inst.History[1].At; !got.Equal(at(10 * time.Second)) {
 		t.Errorf("history at %v", got)
 	}
-	if !inst.StepDeadline.Equal(at(15 * time.Second)) {
-		t.Errorf("step deadline %v", inst.StepDeadline)
+	if d := inst.Steps[1].Deadline; !d.Equal(at(15 * time.Second)) {
+		t.Errorf("step deadline %v", d)
 	}
 }
 

@@ -18,9 +18,12 @@ func sagaTimingFlags(fs *flag.FlagSet, def orders.SagaConfig) func() orders.Saga
 	backoff := fs.Duration("backoff", def.Backoff, "wait after a failed attempt, doubling each time")
 	maxBackoff := fs.Duration("max-backoff", def.MaxBackoff, "cap of the doubling backoff")
 	deadline := fs.Duration("deadline", def.Deadline, "how long a saga may take before it confirms; past it, it compensates")
+	parallel := fs.Bool("parallel", !def.Sequential,
+		"reserve stock and charge payment at once (one round trip less per order; an order out of stock may be charged, then refunded); false: charge after the stock is reserved")
 	return func() orders.SagaConfig {
 		c := def
 		c.StepTimeout, c.Attempts, c.Backoff, c.MaxBackoff, c.Deadline = *timeout, *attempts, *backoff, *maxBackoff, *deadline
+		c.Sequential = !*parallel
 		return c
 	}
 }

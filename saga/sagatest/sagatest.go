@@ -9,7 +9,7 @@
 //     (no new version, no new command) and the run ends as the plain one;
 //   - a failure injected at each step in turn, up to the pivot: the saga is
 //     cancelled and nothing is left behind (every effect undone, no command
-//     for a step after the failed one);
+//     for a step after the failed one and the steps parallel to it);
 //   - the same with every compensation delivered twice.
 //
 // The tests drive the pure state machine (saga.Transition) against a model
@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -106,19 +107,17 @@ func drive(t *testing.T, def *saga.Definition, data json.RawMessage, failAt, act
 		t.Fatalf("start: %v", err)
 	}
 	check(t, inst)
-	for steps := 0; ; steps++ {
+	// The commands sent and not yet delivered, in the order sent: a
+	// participant reads one step's commands in order (one partition), and
+	// the steps of a parallel group are all in flight at once.
+	var queue []saga.Outgoing
+	queue = appendCommands(queue, out)
+	for steps := 0; len(queue) > 0; steps++ {
 		if steps > 10*n+10 {
 			t.Fatalf("the saga did not end: %s at step %d", inst.State, inst.Step)
 		}
-		var cmd *saga.Outgoing
-		for i := range out {
-			if out[i].IsCommand() {
-				cmd = &out[i]
-			}
-		}
-		if cmd == nil {
-			break
-		}
+		cmd := &queue[0]
+		queue = queue[1:]
 		times := actionTimes
 		if cmd.Phase == saga.PhaseCompensation {
 			times = undoTimes
@@ -129,7 +128,16 @@ func drive(t *testing.T, def *saga.Definition, data json.RawMessage, failAt, act
 		}
 		in := next()
 		in.Kind, in.Reply = saga.KindReply, reply
+		awaited := slices.Contains(inst.InFlight(), saga.Awaited{Step: cmd.Step, Phase: cmd.Phase, Attempt: cmd.Attempt})
 		after, nextOut, err := saga.Transition(def, inst, in)
+		if !awaited && errors.Is(err, saga.ErrIgnored) {
+			// The saga turned back while this parallel step's action was
+			// on its way; the compensation queued after it undoes what it
+			// did.
+			check(t, after)
+			inst = after
+			continue
+		}
 		if err != nil {
 			t.Fatalf("reply %+v: %v", reply, err)
 		}
@@ -145,10 +153,24 @@ func drive(t *testing.T, def *saga.Definition, data json.RawMessage, failAt, act
 				t.Errorf("a reply delivered twice moved the saga (version %d -> %d) or sent %d messages", after.Version, again.Version, len(more))
 			}
 		}
-		inst, out = after, nextOut
+		inst = after
+		queue = appendCommands(queue, nextOut)
+	}
+	if !inst.IsTerminal() {
+		t.Fatalf("the saga sent nothing more but is %s at step %d", inst.State, inst.Step)
 	}
 	w.final = inst
 	return w
+}
+
+// appendCommands appends the commands among out to queue.
+func appendCommands(queue, out []saga.Outgoing) []saga.Outgoing {
+	for _, o := range out {
+		if o.IsCommand() {
+			queue = append(queue, o)
+		}
+	}
+	return queue
 }
 
 // deliver applies cmd in the model and returns the participant's reply.
@@ -193,11 +215,15 @@ func (w *world) expectNothingLeft(t *testing.T, failed int) {
 	if w.final.State != saga.Cancelled {
 		t.Fatalf("failing step %d ended the saga %s (%s), want Cancelled", failed, w.final.State, w.final.Reason)
 	}
+	last := failed // the last step of the failed one's group
+	for last+1 < len(w.def.Steps) && w.def.Steps[last+1].Parallel {
+		last++
+	}
 	for k, s := range w.final.Steps {
 		if w.applied[k] != w.undone[k] {
 			t.Errorf("step %s (%s): applied %d, undone %d: left behind", s.Name, s.Status, w.applied[k], w.undone[k])
 		}
-		if k > failed && w.commands[k] > 0 {
+		if k > last && w.commands[k] > 0 {
 			t.Errorf("step %s after the failed one got %d commands", s.Name, w.commands[k])
 		}
 	}

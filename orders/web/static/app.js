@@ -71,6 +71,7 @@ const state = {
   orderSource: null, // its EventSource
   actionAttempts: {}, // step name -> highest action attempt seen (lost once the step compensates)
   retryBody: null, // body and key of a POST that got no answer, to retry with the same key
+  parallel: null, // whether the last order seen charged while it reserved (null: none seen yet)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -255,7 +256,8 @@ function expectation(c, total) {
   for (const l of lines) {
     const p = state.products.find((x) => x.id === l.product_id);
     if (p && l.quantity > p.available) {
-      return `step 1 fails: ${l.quantity} × ${p.name} ordered, only ${p.available} available. Nothing was done yet, so nothing needs undoing.`;
+      return `step 1 fails: ${l.quantity} × ${p.name} ordered, only ${p.available} available. ` +
+        (parallelSteps() ? 'The charge of step 2, sent at the same time, is refunded.' : 'Nothing was done yet, so nothing needs undoing.');
     }
   }
   if (selectedScenario() === 'slow-payment') {
@@ -268,6 +270,16 @@ function expectation(c, total) {
     return `step 2 is declined: ${money(total)} is over ${c.name}'s per-order limit of ${money(c.order_limit_cents)}. The stock reserved in step 1 is then released.`;
   }
   return 'all three steps succeed.';
+}
+
+// parallelSteps reports whether the saga charges the payment at the same
+// time as it reserves the stock (the orchestrator's -parallel, the
+// default), as the watched order's steps say; without an order, as the
+// last order seen said.
+function parallelSteps() {
+  const steps = state.order && state.order.steps;
+  if (steps && steps.length > 1) state.parallel = Boolean(steps[1].parallel);
+  return state.parallel !== false;
 }
 
 // hasLimit reports whether customer c has a per-order limit: 0 (or none)
@@ -321,8 +333,13 @@ function applyScenario(name) {
       break;
     }
     case 'out-of-stock': {
-      // One more than is available of the scarcest product.
+      // One more than is available of the scarcest product, for the
+      // customer who can spend the most: the charge runs at the same time
+      // as the reservation, and a charge that could be declined too would
+      // leave to chance which of the two failures the order shows.
       const scarce = [...products].sort((a, b) => a.available - b.available)[0];
+      const rich = [...customers].sort((a, b) => spendable(b) - spendable(a))[0];
+      $('customer').value = rich.id;
       for (const p of products) setQuantity(p.id, 0);
       setQuantity(scarce.id, scarce.available + 1);
       break;
@@ -562,11 +579,12 @@ function renderTimeline(o) {
     let sub = info.does;
     if (s.status === 'Skipped') sub = 'Not run: the order turned back before this step.';
     const done = o && succeeded(o, s.name);
-    if (s.status === 'Compensated') sub = done ? 'Done, then undone (see below).' : 'No answer in time, so undone to be safe (see below).';
-    if (s.status === 'Compensating') sub = done ? 'Done; being undone (see below).' : 'No answer in time; being undone to be safe (see below).';
+    if (s.status === 'Compensated') sub = done ? 'Done, then undone (see below).' : 'No answer yet when the order turned back, so undone to be safe (see below).';
+    if (s.status === 'Compensating') sub = done ? 'Done; being undone (see below).' : 'No answer yet when the order turned back; being undone to be safe (see below).';
+    const together = s.parallel && i > 0 ? ` (at the same time as step ${i})` : '';
     return el('li', { 'data-testid': `step-${s.name}`, 'data-status': kebab(status) },
       el('span', { class: 'idx', 'aria-hidden': 'true' }, i + 1),
-      el('span', { class: 'what' }, el('strong', {}, `${i + 1}. ${info.title}`), el('span', {}, sub)),
+      el('span', { class: 'what' }, el('strong', {}, `${i + 1}. ${info.title}`, together ? el('span', { class: 'together' }, together) : null), el('span', {}, sub)),
       el('span', { class: 'meta' }, el('span', { class: 'chip' }, status), el('br'), el('span', { 'data-testid': 'attempts' }, meta)));
   }));
 }
@@ -656,7 +674,8 @@ const COMPENSATED = {
 
 // CAUSES matches the wording of saga.Change causes (saga/transition.go).
 const CAUSES = [
-  [/^saga started$/, () => 'The saga started with step 1.'],
+  [/^saga started$/, () => (parallelSteps() ? 'The saga started with steps 1 and 2, at the same time.' : 'The saga started with step 1.')],
+  [/^waiting for step (\S+)$/, (m) => `Waiting for ${lower(stepInfo(m[1]).title)}.`],
   [/^step (\S+) succeeded$/, (m) => SUCCEEDED[m[1]] || `${stepInfo(m[1]).title} succeeded.`],
   [/^step (\S+) failed(?:: (.+))?$/, (m) => `${stepInfo(m[1]).title} failed${m[2] ? `: ${m[2]}` : ''}.`],
   [/^step (\S+) compensated$/, (m) => COMPENSATED[m[1]] || `Undone: ${lower(stepInfo(m[1]).title)}.`],
@@ -746,11 +765,11 @@ function undoneText(o, steps) {
     switch (s.name) {
       case 'reserve-stock':
         out.push(done ? `the stock reserved in step ${i + 1} was released`
-          : 'the stock reservation was called off in case it had gone through');
+          : `the stock of step ${i + 1} was released, in case it had been reserved`);
         break;
       case 'charge-payment':
         out.push(done ? `the payment taken in step ${i + 1} was refunded`
-          : 'the payment was called off in case it had gone through');
+          : `the payment of step ${i + 1} was refunded, in case it had been taken`);
         break;
       default:
         out.push(`step ${i + 1} (${lower(stepInfo(s.name).title)}) was undone`);
@@ -783,6 +802,11 @@ function explain(o) {
     case 'Placed':
       return { title: 'Accepted', text: 'The order was accepted; its saga starts in a moment.' };
     case 'Running': {
+      const running = steps.map((s, i) => i).filter((i) => steps[i].status === 'Running');
+      if (running.length > 1) {
+        const titles = running.map((i) => lower(stepInfo(steps[i].name).title)).join(' and ');
+        return { title: 'In progress', text: `Steps ${running.map((i) => i + 1).join(' and ')} of ${n}, at the same time: ${titles}…` };
+      }
       const s = steps[cur] || steps[0];
       const info = stepInfo(s.name);
       const retry = s.attempt > 1 ? ` (attempt ${s.attempt} of ${s.limit}: the ${info.service} has not answered yet)` : '';
