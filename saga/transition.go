@@ -165,12 +165,16 @@ type EndEvent struct {
 // The rules, in short (doc.go draws them):
 //   - Start creates the saga and sends step 0's action; a Start for an
 //     existing saga is ignored.
-//   - Only a reply to the command in flight (Instance.InFlight) is applied;
-//     after a timeout, that attempt's replies are stale.
-//   - Action Success: next step, or Completed after the last.
-//   - Action Failure (business): that step did not take effect; the earlier
-//     steps are compensated in reverse, Cancelled when none is left. After the
-//     pivot succeeded, nothing can be compensated: Failed.
+//   - Only a reply to a command in flight (Instance.InFlight) is applied;
+//     after a timeout, that attempt's replies are stale. A group of
+//     parallel steps (Step.Parallel) has one command in flight per step
+//     still running, each with its own timers.
+//   - Action Success: next step (once every step of its group succeeded),
+//     or Completed after the last.
+//   - Action Failure (business): that step did not take effect; the other
+//     steps of its group and the earlier steps are compensated in reverse,
+//     Cancelled when none is left. After the pivot succeeded, nothing can be
+//     compensated: Failed.
 //   - Action Transient or timeout: retry with backoff within the budget. When
 //     it runs out the step may have taken effect late, so it is compensated
 //     too, then the earlier ones; if the step is the pivot or after it, Failed.
@@ -178,7 +182,7 @@ type EndEvent struct {
 //     Cancelled when none is left. Failure, Transient or timeout: retry
 //     within the budget, then Failed.
 //   - Tick fires what is due at At, at most one timer per call, the saga
-//     deadline first.
+//     deadline first, then the steps' in step order.
 //   - Operator: see OpRetry and OpForceCompensate.
 func Transition(def *Definition, inst *Instance, in Input) (*Instance, []Outgoing, error) {
 	exists := inst != nil && inst.ID != ""
