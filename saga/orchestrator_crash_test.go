@@ -36,12 +36,13 @@ type worldSpec struct {
 	Brokers, Events, StockCmd, StockRep, PayCmd, PayRep, Control, State, DLQ string
 	Parts                                                                    int
 	ChargeTimeout                                                            time.Duration
+	Parallel                                                                 bool
 	Group, Instance                                                          string
 }
 
 func (w *world) spec(group, instance string) string {
 	b, _ := json.Marshal(worldSpec{w.brokers, w.events, w.stockCmd, w.stockRep, w.payCmd, w.payRep,
-		w.control, w.state, w.dlq, w.parts, w.chargeTimeout, group, instance})
+		w.control, w.state, w.dlq, w.parts, w.chargeTimeout, w.parallel, group, instance})
 	return string(b)
 }
 
@@ -57,7 +58,8 @@ func runChildOrchestrator(spec string) int {
 		return 1
 	}
 	w := &world{brokers: s.Brokers, events: s.Events, stockCmd: s.StockCmd, stockRep: s.StockRep, payCmd: s.PayCmd,
-		payRep: s.PayRep, control: s.Control, state: s.State, dlq: s.DLQ, parts: s.Parts, chargeTimeout: s.ChargeTimeout}
+		payRep: s.PayRep, control: s.Control, state: s.State, dlq: s.DLQ, parts: s.Parts, chargeTimeout: s.ChargeTimeout,
+		parallel: s.Parallel}
 	reg, err := w.registry()
 	if err != nil {
 		log.Error("registry", zap.Error(err))
@@ -137,6 +139,11 @@ func TestOrchestratorCrashes(t *testing.T) {
 	// those completing; the silent ones still time out, twice 8 s, well
 	// within the wait below.
 	w.chargeTimeout = 8 * time.Second
+	// Reserve and charge in parallel, as the order saga runs them by
+	// default: a kill can then land with two actions of one saga in flight,
+	// and a restored saga must wait for both (TestOrchestratorRebalance
+	// keeps them in sequence).
+	w.parallel = true
 	w.runParticipants(t, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	const n, kills = 1200, 10
 	all := ids("crash", n)
@@ -182,6 +189,9 @@ func TestOrchestratorCrashes(t *testing.T) {
 	snaps := w.waitTerminal(t, all, 180*time.Second)
 	if code := final.Stop(t); code != 0 {
 		t.Errorf("last orchestrator exit %d", code)
+	}
+	if s := snaps[all[0]]; s == nil || !s.Steps[1].Parallel {
+		t.Errorf("the sagas did not run reserve and charge in parallel: %+v", s)
 	}
 	checkOutcome(t, w, all, mix, snaps)
 	committed := len(kafkatest.Read(t, w.brokers, w.state, kafkatest.ReadCommitted))

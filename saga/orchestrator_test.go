@@ -28,6 +28,7 @@ type world struct {
 	parts                                      int
 	reg                                        *saga.Registry
 	chargeTimeout                              time.Duration
+	parallel                                   bool // charge runs together with reserve
 }
 
 // testData tells the test participants how to behave for one saga.
@@ -70,7 +71,7 @@ func (w *world) registry() (*saga.Registry, error) {
 			{Name: "reserve", Topic: w.stockCmd, Action: command("ReserveStock"), Compensation: command("ReleaseStock"),
 				Timeout: 5 * time.Second, Retry: retry},
 			{Name: "charge", Topic: w.payCmd, Action: command("ChargePayment"), Compensation: command("RefundPayment"),
-				Timeout: w.chargeTimeout, Retry: retry},
+				Timeout: w.chargeTimeout, Retry: retry, Parallel: w.parallel},
 			{Name: "confirm", Topic: w.stockCmd, Action: command("ConfirmReservation"), Timeout: 5 * time.Second, Retry: retry},
 		},
 		Deadline:    time.Minute,
