@@ -421,10 +421,10 @@ func (r *sagaRun) step(in saga.Input) *saga.Instance {
 // reply answers the command in flight.
 func (r *sagaRun) reply(outcome saga.Outcome) *saga.Instance {
 	r.t.Helper()
-	for _, s := range r.inst.Steps {
-		if len(r.inst.InFlight()) == 0 && !s.RetryAt.IsZero() {
-			// Waiting out a backoff: let its timer fire.
-			r.now = s.RetryAt
+	if len(r.inst.InFlight()) == 0 {
+		// Waiting out a backoff: let its timer fire.
+		if at := r.inst.NextTimer(); !at.IsZero() {
+			r.now = at
 			r.step(saga.Input{Kind: saga.KindTick})
 		}
 	}

@@ -417,24 +417,25 @@ func (t *tx) tick() (*Instance, []Outgoing, error) {
 	// Only the steps that wait for something have timers (Check): the
 	// current one, or the running steps of its group.
 	for k, s := range i.Steps {
+		timedOut := !s.Deadline.IsZero() && !t.at.Before(s.Deadline)
+		if !timedOut && (s.RetryAt.IsZero() || t.at.Before(s.RetryAt)) {
+			continue
+		}
+		t.begin()
 		what := "step " + t.def.Steps[k].Name
-		switch {
-		case !s.Deadline.IsZero() && !t.at.Before(s.Deadline):
-			t.begin()
+		if timedOut {
 			if i.State == Compensating {
 				what = "compensation of " + what
 			}
 			t.attemptFailed(k, fmt.Sprintf("%s timed out after %s (%s)", what, t.def.Steps[k].Timeout, t.attemptText(k, 0)))
 			return t.commit()
-		case !s.RetryAt.IsZero() && !t.at.Before(s.RetryAt):
-			t.begin()
-			if i.State == Compensating {
-				what = "the compensation of " + what
-			}
-			t.note("backoff over, retrying %s (%s)", what, t.attemptText(k, 1))
-			t.resend(k)
-			return t.commit()
 		}
+		if i.State == Compensating {
+			what = "the compensation of " + what
+		}
+		t.note("backoff over, retrying %s (%s)", what, t.attemptText(k, 1))
+		t.resend(k)
+		return t.commit()
 	}
 	return i, nil, nil
 }
