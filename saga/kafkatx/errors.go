@@ -131,6 +131,14 @@ func metadataLags(err error) bool {
 	return Unavailable(err)
 }
 
+// unstableOffsets reports whether err is the broker's answer to a read of
+// committed offsets while a transaction that commits offsets of the same
+// partitions is still open: asked again, it answers once that one ended.
+func unstableOffsets(err error) bool {
+	ke, ok := kafkaErr(err)
+	return ok && ke.Code() == kafka.ErrUnstableOffsetCommit
+}
+
 // fenced reports whether err means another producer with our transactional id
 // is now the owner.
 func fenced(err error) bool {

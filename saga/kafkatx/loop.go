@@ -244,6 +244,9 @@ type Loop struct {
 	// assignment; owned is the assignment, kept from the rebalance events.
 	protocol string
 	owned    map[TopicPartition]struct{}
+	// reset is where an assigned partition without committed offsets
+	// starts (see startOffsets).
+	reset kafka.Offset
 	// refenced holds when the producer was recreated after being fenced
 	// (see onFenced).
 	refenced []time.Time
@@ -841,6 +844,73 @@ func (l *Loop) retry(ctx context.Context, what *string, f func(context.Context) 
 	}
 }
 
+// committed reads the committed offsets of ps. librdkafka marks none of
+// this call's errors retriable, not even a coordinator that moved
+// (NOT_COORDINATOR), so it is asked again here while Kafka is unavailable
+// or an open transaction still holds offsets of a partition
+// (UNSTABLE_OFFSET_COMMIT), until the transaction timeout or until ctx
+// ends. An answer with an error on any partition counts as no answer.
+func (l *Loop) committed(ctx context.Context, c *kafka.Consumer, ps []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+	deadline := l.deadline(ctx)
+	var got []kafka.TopicPartition
+	for {
+		err := l.call(context.WithoutCancel(ctx), deadline, &callCommitted, func(ctx context.Context) error {
+			var err error
+			got, err = c.Committed(ps, min(timeoutMs(ctx, committedTimeoutMs), committedTimeoutMs))
+			for _, p := range got {
+				if err == nil && p.Error != nil {
+					err = p.Error
+				}
+			}
+			return err
+		})
+		if err == nil {
+			return got, nil
+		}
+		if !(Unavailable(err) || unstableOffsets(err)) || ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, fmt.Errorf("kafkatx: %s: %w", callCommitted, err)
+		}
+		l.log.Debug("retrying", zap.String("call", callCommitted), zap.Error(err))
+		sleep(ctx, 100*time.Millisecond)
+	}
+}
+
+// committedTimeoutMs bounds one request for committed offsets: one sent to
+// a broker that died is not answered, and the next one finds its successor.
+const committedTimeoutMs = 10_000
+
+// startOffsets is where newly assigned partitions start: the committed
+// offsets, and where none is committed, where auto.offset.reset says (our
+// consumer's is "earliest"). Assigning with these, rather than with none,
+// keeps librdkafka from reading the committed offsets itself: when that
+// read meets a coordinator that just moved, the broker's NOT_COORDINATOR
+// leaves the partitions waiting for good, the consumer alive and idle
+// (librdkafka issue 5586). Seen as the whole system standing still in the
+// failover test: a broker that coordinated groups was killed right after a
+// rebalance (docs/failover.md).
+func startOffsets(committed []kafka.TopicPartition, reset kafka.Offset) []kafka.TopicPartition {
+	out := make([]kafka.TopicPartition, len(committed))
+	for i, p := range committed {
+		out[i] = kafka.TopicPartition{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset, LeaderEpoch: p.LeaderEpoch}
+		if p.Offset < 0 {
+			out[i].Offset, out[i].LeaderEpoch = reset, nil
+		}
+	}
+	return out
+}
+
+// resetOffset is the logical offset that auto.offset.reset names, or
+// OffsetStored (librdkafka decides) for one it does not.
+func resetOffset(setting string) kafka.Offset {
+	switch setting {
+	case "earliest", "smallest", "beginning":
+		return kafka.OffsetBeginning
+	case "latest", "largest", "end":
+		return kafka.OffsetEnd
+	}
+	return kafka.OffsetStored
+}
+
 // txnFailed settles the producer after Kafka refused a transactional call.
 func (l *Loop) txnFailed(ctx context.Context, err error) error {
 	ke, _ := kafkaErr(err)
@@ -910,12 +980,9 @@ func (l *Loop) giveBack(ctx context.Context, batch []Record, assigned bool) {
 	for tp := range first {
 		parts = append(parts, kafka.TopicPartition{Topic: &tp.Topic, Partition: tp.Partition})
 	}
-	var committed []kafka.TopicPartition
-	err := l.retry(ctx, &callCommitted, func(ctx context.Context) error {
-		var err error
-		committed, err = l.consumer.Committed(parts, timeoutMs(ctx, 10_000))
-		return err
-	})
+	// Not cut short by a stop: without the committed offsets the seek
+	// would have to guess.
+	committed, err := l.committed(context.WithoutCancel(ctx), l.consumer, parts)
 	if err != nil {
 		l.log.Warn("committed offsets unknown; seeking to the batch start", zap.Error(err))
 		committed = nil
@@ -973,14 +1040,22 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		for _, tp := range parts {
 			delete(l.next, tp)
 		}
+		// With read_committed, librdkafka asks for stable offsets
+		// (KIP-447): the call waits out transactions still pending on these
+		// partitions, which is what OnAssign is promised.
+		assign := e.Partitions
+		var err error
+		if len(assign) > 0 {
+			var committed []kafka.TopicPartition
+			if committed, err = l.committed(l.ctx, c, e.Partitions); err == nil {
+				assign = startOffsets(committed, l.reset)
+			}
+		}
+		if err != nil && l.cfg.OnAssign == nil && l.ctx.Err() == nil {
+			// No handler waits for them: librdkafka reads them itself.
+			l.log.Warn("committed offsets unknown; the client reads them", zap.Any("partitions", parts), zap.Error(err))
+		}
 		if l.cfg.OnAssign != nil && len(parts) > 0 {
-			// With read_committed, librdkafka asks for stable offsets
-			// (KIP-447): the call waits out transactions still pending on
-			// these partitions, which is what OnAssign is promised.
-			err := l.retry(l.ctx, &callCommitted, func(ctx context.Context) error {
-				_, err := c.Committed(e.Partitions, timeoutMs(ctx, 10_000))
-				return err
-			})
 			if err == nil {
 				err = l.cfg.OnAssign(l.ctx, parts)
 			}
@@ -997,12 +1072,11 @@ func (l *Loop) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		if l.protocol == "" {
 			l.protocol = c.GetRebalanceProtocol()
 		}
-		var err error
 		if l.protocol == "COOPERATIVE" {
-			err = c.IncrementalAssign(e.Partitions)
+			err = c.IncrementalAssign(assign)
 		} else {
 			clear(l.owned)
-			err = c.Assign(e.Partitions)
+			err = c.Assign(assign)
 		}
 		if err != nil {
 			l.stop = fmt.Errorf("kafkatx: assign: %w", err)
@@ -1090,6 +1164,8 @@ func (l *Loop) newConsumer() error {
 	for k, v := range l.cfg.ConsumerConfig {
 		cm[k] = v
 	}
+	reset, _ := cm.Get("auto.offset.reset", "earliest")
+	l.reset = resetOffset(fmt.Sprint(reset))
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
 		return fmt.Errorf("kafkatx: consumer: %w", err)
