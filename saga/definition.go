@@ -115,6 +115,12 @@ type Step struct {
 	Parallel bool
 }
 
+// canJoin says whether step k, compensable or not, may run together with
+// the step before it (Step.Parallel): only a compensable step, and not the
+// first. The one rule for definitions (Validate) and for the sagas they
+// started (fits, Instance.Check), which keep the grouping they began with.
+func canJoin(k int, compensable bool) bool { return k > 0 && compensable }
+
 // Event names an event the orchestrator publishes when a saga ends; its body
 // is an EndEvent. The zero Event publishes nothing.
 type Event struct {
@@ -195,7 +201,7 @@ func (d *Definition) Validate() error {
 		if s.Retry.MaxBackoff > 0 && s.Retry.MaxBackoff < s.Retry.Backoff {
 			return bad("step %q: max backoff %s is below backoff %s", s.Name, s.Retry.MaxBackoff, s.Retry.Backoff)
 		}
-		if s.Parallel && (i == 0 || s.Compensation == nil) {
+		if s.Parallel && !canJoin(i, s.Compensation != nil) {
 			return bad("step %q is parallel but is the first step or has no compensation: only a compensable step can run together with the one before it", s.Name)
 		}
 		switch {

@@ -305,7 +305,7 @@ func (i *Instance) Check() error {
 		if j > 0 && !i.Steps[j-1].Compensable && s.Compensable {
 			return bad("step %q is compensable but follows an uncompensable step", s.Name)
 		}
-		if s.Parallel && (j == 0 || !s.Compensable) {
+		if s.Parallel && !canJoin(j, s.Compensable) {
 			return bad("step %q is parallel but is the first step or cannot be compensated", s.Name)
 		}
 		if s.Attempt < 0 || s.Attempt > s.Limit {

@@ -252,7 +252,7 @@ func fits(def *Definition, inst *Instance) error {
 		}
 		// The saga's own grouping counts, not the definition's (StepState):
 		// it only has to be one a definition could have.
-		if inst.Steps[k].Parallel && (k == 0 || !inst.Steps[k].Compensable) {
+		if inst.Steps[k].Parallel && !canJoin(k, inst.Steps[k].Compensable) {
 			return fmt.Errorf("saga %q step %d is parallel but is the first step or cannot be compensated", inst.ID, k)
 		}
 	}
@@ -416,7 +416,8 @@ func (t *tx) tick() (*Instance, []Outgoing, error) {
 	}
 	// Only the steps that wait for something have timers (Check): the
 	// current one, or the running steps of its group.
-	for k, s := range i.Steps {
+	for k := range i.Steps {
+		s := &i.Steps[k]
 		timedOut := !s.Deadline.IsZero() && !t.at.Before(s.Deadline)
 		if !timedOut && (s.RetryAt.IsZero() || t.at.Before(s.RetryAt)) {
 			continue
