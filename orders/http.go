@@ -65,6 +65,11 @@ type Config struct {
 	// so a quiet or just-started system never refuses. Default 10s, near
 	// the step timeout; negative: never refuse for the backlog.
 	MaxBacklog time.Duration
+	// LookupCache is how long a product and a customer that POST /orders
+	// found are used again without reading the catalogue and the accounts:
+	// an order may take a price up to this old. Default 1s; negative: read
+	// them for every order.
+	LookupCache time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -100,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBacklog == 0 {
 		c.MaxBacklog = 10 * time.Second
+	}
+	if c.LookupCache == 0 {
+		c.LookupCache = time.Second
 	}
 	return c
 }
@@ -161,6 +169,9 @@ type Service struct {
 	ready   readiness
 	// inFlight holds a token per POST /orders being served (MaxInFlight).
 	inFlight chan struct{}
+	// products and customers keep what lookup found (LookupCache).
+	products  *lookupCache[Product]
+	customers *lookupCache[Customer]
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -198,6 +209,7 @@ func New(cfg Config, deps Deps, log *zap.Logger) (*Service, error) {
 		done: make(chan struct{})}
 	s.ready = readiness{checks: deps.Ready, timeout: cfg.ReadyTimeout}
 	s.inFlight = make(chan struct{}, cfg.MaxInFlight)
+	s.products, s.customers = newLookupCache[Product](cfg.LookupCache), newLookupCache[Customer](cfg.LookupCache)
 
 	idem, err := idempotency.Middleware(idempotency.MiddlewareConfig{
 		Required:     true,

@@ -100,19 +100,26 @@ type Order struct {
 	rev  uint64
 }
 
-// Summary is an order without its lines, steps and history, plus the name
-// of the current step: the API's OrderSummary, for lists and the all-orders
-// stream.
+// Summary is an order without its lines, steps and history, plus the names
+// of the steps it is at: the API's OrderSummary, for lists and the
+// all-orders stream.
 type Summary struct {
-	OrderID    string    `json:"order_id"`
-	CustomerID string    `json:"customer_id"`
-	Scenario   string    `json:"scenario"`
-	TotalCents int64     `json:"total_cents"`
-	Status     Status    `json:"status"`
-	Reason     string    `json:"reason"`
-	Step       string    `json:"step"`
-	PlacedAt   time.Time `json:"placed_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	OrderID    string `json:"order_id"`
+	CustomerID string `json:"customer_id"`
+	Scenario   string `json:"scenario"`
+	TotalCents int64  `json:"total_cents"`
+	Status     Status `json:"status"`
+	Reason     string `json:"reason"`
+	// Step is the current step's name (Instance.Step): the first step of a
+	// group whose steps run at once.
+	Step string `json:"step"`
+	// ActiveSteps are the steps with a command in flight or waiting to be
+	// retried, action or compensation, in the saga's order: two while the
+	// stock is reserved and the payment charged at once, and one of them
+	// once the other is done. Empty while Placed and once the saga ended.
+	ActiveSteps []string  `json:"active_steps"`
+	PlacedAt    time.Time `json:"placed_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // Summary returns o's summary.
@@ -121,6 +128,17 @@ func (o Order) Summary() Summary {
 		Status: o.Status, Reason: o.Reason, PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt}
 	if o.step >= 0 && o.step < len(o.Steps) {
 		s.Step = o.Steps[o.step].Name
+	}
+	s.ActiveSteps = []string{}
+	for _, st := range o.Steps {
+		// An order that ended may still carry the steps of the snapshot
+		// before its end (the end event can come first); nothing of it runs.
+		if o.Status != StatusRunning && o.Status != StatusCompensating {
+			break
+		}
+		if st.Status == saga.StepRunning || st.Status == saga.StepCompensating {
+			s.ActiveSteps = append(s.ActiveSteps, st.Name)
+		}
 	}
 	return s
 }

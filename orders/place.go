@@ -227,14 +227,14 @@ func (s *Service) quantity(raw json.RawMessage) (int64, int, string) {
 // error when the stores cannot be read (the request may be retried).
 func (s *Service) lookup(ctx context.Context, req request) (map[string]Product, []FieldError, error) {
 	var errs []FieldError
-	if _, err := s.deps.Accounts.Customer(ctx, req.CustomerID); errors.Is(err, ErrNotFound) {
+	if _, err := s.customer(ctx, req.CustomerID); errors.Is(err, ErrNotFound) {
 		errs = append(errs, FieldError{"customer_id", fmt.Sprintf("unknown customer %q", req.CustomerID)})
 	} else if err != nil {
 		return nil, nil, err
 	}
 	products := make(map[string]Product, len(req.Lines))
 	for i, l := range req.Lines {
-		p, err := s.deps.Catalog.Product(ctx, l.ProductID)
+		p, err := s.product(ctx, l.ProductID)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			errs = append(errs, FieldError{fmt.Sprintf("lines[%d].product_id", i), fmt.Sprintf("unknown product %q", l.ProductID)})
@@ -245,6 +245,15 @@ func (s *Service) lookup(ctx context.Context, req request) (map[string]Product, 
 		}
 	}
 	return products, errs, nil
+}
+
+// product and customer read through the lookup caches.
+func (s *Service) product(ctx context.Context, id string) (Product, error) {
+	return s.products.read(ctx, id, s.deps.Catalog.Product)
+}
+
+func (s *Service) customer(ctx context.Context, id string) (Customer, error) {
+	return s.customers.read(ctx, id, s.deps.Accounts.Customer)
 }
 
 // price makes the order from the catalogue's prices. The order id is

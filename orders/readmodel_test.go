@@ -73,7 +73,16 @@ func TestReadModelPlacedThenSagaToCompleted(t *testing.T) {
 	if got.Status != StatusRunning || got.Summary().Step != StepReserveStock || len(got.History) != 1 {
 		t.Fatalf("after first snapshot: %+v", got)
 	}
+	// Reserve and charge run at once: the summary names both, then the one
+	// still running.
+	if a := got.Summary().ActiveSteps; fmt.Sprint(a) != "["+StepReserveStock+" "+StepChargePayment+"]" {
+		t.Fatalf("active steps after the start: %v", a)
+	}
 	run.reply(saga.Success)
+	feed(t, m, kafkatx.TopicSagaState, "ord-1", run.snapshot())
+	if got, _ = m.Get("ord-1"); fmt.Sprint(got.Summary().ActiveSteps) != "["+StepChargePayment+"]" {
+		t.Fatalf("active steps with the stock reserved: %v", got.Summary().ActiveSteps)
+	}
 	run.reply(saga.Success)
 	run.reply(saga.Success)
 	if run.inst.State != saga.Completed {
@@ -85,10 +94,13 @@ func TestReadModelPlacedThenSagaToCompleted(t *testing.T) {
 	if got.Status != StatusCompleted || got.Summary().Step != StepConfirmOrder || got.Reason != "" {
 		t.Fatalf("after completion: %+v", got)
 	}
+	if a := got.Summary().ActiveSteps; a == nil || len(a) != 0 {
+		t.Fatalf("active steps of a completed order: %#v", a)
+	}
 	if c := m.Counts(); c[StatusCompleted] != 1 || c[StatusPlaced] != 0 || c[StatusRunning] != 0 {
 		t.Fatalf("counts %v", c)
 	}
-	if statuses := queuedStatuses(sub); fmt.Sprint(statuses) != "[Placed Running Completed]" {
+	if statuses := queuedStatuses(sub); fmt.Sprint(statuses) != "[Placed Running Running Completed]" {
 		t.Fatalf("subscriber saw %v", statuses)
 	}
 }

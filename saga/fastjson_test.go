@@ -137,3 +137,53 @@ func BenchmarkSnapshotCodec(b *testing.B) {
 	run("encode/encoding-json", func() error { _, err := json.Marshal(&in); return err })
 	run("encode/EncodeSnapshot", func() error { _, err := saga.EncodeSnapshot(&in); return err })
 }
+
+// TestEncodeSnapshotEdgeValues holds EncodeSnapshot to encoding/json's
+// bytes, or to its refusal, on the values its field-by-field writer leaves
+// to the general encoder, and on the shapes it writes itself.
+func TestEncodeSnapshotEdgeValues(t *testing.T) {
+	zone := time.FixedZone("x", -(5*3600 + 30*60))
+	base := func() saga.Instance {
+		return saga.Instance{ID: "s-1", Type: "order", State: saga.Running, Step: 1, Version: 2, Ignored: 1,
+			Steps: []saga.StepState{
+				{Name: "a", Compensable: true, Status: saga.StepDone, Attempt: 1, Limit: 3, Result: json.RawMessage(`{"n":[1,2]}`)},
+				{Name: "b", Status: saga.StepRunning, Attempt: 2, Limit: 3, Parallel: true, Deadline: at(time.Second)},
+			},
+			History: []saga.Change{{At: at(0), From: saga.Started, To: saga.Running, Cause: "started", MessageID: "m-1"}}}
+	}
+	cases := map[string]func(in *saga.Instance){
+		"as is":                  func(*saga.Instance) {},
+		"nil slices":             func(in *saga.Instance) { in.Steps, in.History = nil, nil },
+		"empty slices":           func(in *saga.Instance) { in.Steps, in.History = []saga.StepState{}, []saga.Change{} },
+		"html in a reason":       func(in *saga.Instance) { in.Reason = "a <b> & c" },
+		"quote and backslash":    func(in *saga.Instance) { in.History[0].Cause = `say "hi" \ bye` },
+		"control characters":     func(in *saga.Instance) { in.Steps[0].Name = "a\x00\b\f\n\r\t\x1f" },
+		"non-ASCII":              func(in *saga.Instance) { in.ID = "\u00e9\u2028\u2029\U0001F600" },
+		"invalid UTF-8":          func(in *saga.Instance) { in.Type = "a\xffb" },
+		"DEL":                    func(in *saga.Instance) { in.Traceparent = "a\x7fb" },
+		"a zone":                 func(in *saga.Instance) { in.Deadline = at(time.Hour).In(zone) },
+		"nanoseconds":            func(in *saga.Instance) { in.Steps[1].RetryAt = at(time.Nanosecond) },
+		"old timers":             func(in *saga.Instance) { in.OldStepDeadline, in.OldRetryAt = at(time.Minute), at(2*time.Minute) },
+		"year 10000":             func(in *saga.Instance) { in.History[0].At = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"negative year":          func(in *saga.Instance) { in.Deadline = time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"zone of a day":          func(in *saga.Instance) { in.Deadline = at(0).In(time.FixedZone("y", 24*3600)) },
+		"zero time in history":   func(in *saga.Instance) { in.History[0].At = time.Time{} },
+		"raw with spaces":        func(in *saga.Instance) { in.Data = json.RawMessage(` { "a" : 1 } `) },
+		"raw with html":          func(in *saga.Instance) { in.Steps[0].Result = json.RawMessage(`{"a":"<&>"}`) },
+		"raw with unicode":       func(in *saga.Instance) { in.Data = json.RawMessage("{\"a\":\"\u2028\u00e9\"}") },
+		"invalid raw":            func(in *saga.Instance) { in.Data = json.RawMessage(`{"a":`) },
+		"negative step":          func(in *saga.Instance) { in.Step, in.History[0].Step = -1, -7 },
+		"largest counters":       func(in *saga.Instance) { in.Version, in.Ignored = ^uint64(0), 1<<63 },
+		"empty message id":       func(in *saga.Instance) { in.History[0].MessageID = "" },
+		"compensating, a reason": func(in *saga.Instance) { in.State, in.Reason = saga.Compensating, "declined" },
+	}
+	for name, edit := range cases {
+		in := base()
+		edit(&in)
+		want, wantErr := json.Marshal(&in)
+		got, err := saga.EncodeSnapshot(&in)
+		if (err != nil) != (wantErr != nil) || string(got) != string(want) {
+			t.Errorf("%s: EncodeSnapshot gives %s (%v), encoding/json %s (%v)", name, got, err, want, wantErr)
+		}
+	}
+}

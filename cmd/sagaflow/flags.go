@@ -32,6 +32,7 @@ func sagaTimingFlags(fs *flag.FlagSet, def orders.SagaConfig) func() orders.Saga
 type httpFlags struct {
 	addr, token *string
 	maxBacklog  *time.Duration
+	lookupCache *time.Duration
 }
 
 // ordersFlags registers --addr (default addr, help addrHelp) and
@@ -42,6 +43,8 @@ func ordersFlags(fs *flag.FlagSet, addr, addrHelp string) *httpFlags {
 		token: fs.String("operator-token", "", "bearer token of the operator endpoints (env SAGAFLOW_OPERATOR_TOKEN; prefer the environment, flags show in ps); none: they answer 401"),
 		maxBacklog: fs.Duration("max-backlog", 10*time.Second,
 			"refuse a new order (503 backlogged) while the running ones would take longer than this to end at the pace they end now; negative: never"),
+		lookupCache: fs.Duration("lookup-cache", time.Second,
+			"how long POST /orders uses a product's price and a customer it read without reading them again (an order may take a price this old); negative: read them for every order"),
 	}
 }
 
@@ -52,7 +55,7 @@ func (h *httpFlags) config() orders.Config {
 	if token == "" {
 		token = os.Getenv("SAGAFLOW_OPERATOR_TOKEN")
 	}
-	return orders.Config{OperatorToken: token, MaxBacklog: *h.maxBacklog}
+	return orders.Config{OperatorToken: token, MaxBacklog: *h.maxBacklog, LookupCache: *h.lookupCache}
 }
 
 // windowFlags registers the retention windows (docs/design.md, "Bounded

@@ -156,11 +156,12 @@ type pageState struct {
 	Steps       map[string]string           `json:"steps"` // step name -> data-status
 	Undo        map[string]string           `json:"undo"`  // step name -> data-status of its compensation
 	History     []string                    `json:"history"`
-	Stock       map[string]map[string]int64 `json:"stock"`    // product -> available, reserved, sold
-	Balances    map[string]int64            `json:"balances"` // customer -> balance in cents
-	Recent      map[string]string           `json:"recent"`   // order id -> status
-	Errors      map[string]string           `json:"errors"`   // error area -> text
-	Invalid     []string                    `json:"invalid"`  // data-testids of the fields marked invalid
+	Stock       map[string]map[string]int64 `json:"stock"`      // product -> available, reserved, sold
+	Balances    map[string]int64            `json:"balances"`   // customer -> balance in cents
+	Recent      map[string]string           `json:"recent"`     // order id -> status
+	RecentLine  map[string]string           `json:"recentLine"` // order id -> its second line: time, id and the steps it is at
+	Errors      map[string]string           `json:"errors"`     // error area -> text
+	Invalid     []string                    `json:"invalid"`    // data-testids of the fields marked invalid
 	Customer    string                      `json:"customer"`
 	Quantities  map[string]string           `json:"quantities"`
 	Expected    string                      `json:"expected"`
@@ -201,6 +202,8 @@ const readState = `(() => {
     history: [...document.querySelectorAll('#history li')].map((li) => li.textContent.trim()),
     stock, balances,
     recent: byTestID('#recent li[data-testid^="recent-"]', 'recent-'),
+    recentLine: Object.fromEntries([...document.querySelectorAll('#recent li[data-testid^="recent-"]')].map((li) =>
+      [li.dataset.testid.slice('recent-'.length), (li.querySelector('.sub2') || li).textContent.trim()])),
     errors,
     invalid: [...document.querySelectorAll('[aria-invalid="true"]')].map((e) => e.dataset.testid || e.id),
     customer: q('#customer').value,
@@ -440,6 +443,15 @@ func TestBrowserRealStack(t *testing.T) {
 	// stock, in that order.
 	p.fillForm("slow-payment", "", nil)
 	slow := p.placeOrder()
+	// While the charge waits for its answer, the stock is reserved: the
+	// recent list names the one step still running, not the first of the
+	// pair that started together.
+	p.waitFor("the recent list shows the slow order at the charge", 15*time.Second, func(s pageState) error {
+		if line := s.RecentLine[slow]; !strings.HasSuffix(line, "· at: charge payment") {
+			return fmt.Errorf("recent line of %s: %q", slow, line)
+		}
+		return nil
+	})
 	s = p.waitEnded(slow, 45*time.Second)
 	expectSteps(t, s, map[string]string{"reserve-stock": "compensated", "charge-payment": "compensated", "confirm-order": "skipped",
 		"undo:reserve-stock": "compensated", "undo:charge-payment": "compensated"})

@@ -98,23 +98,28 @@ type apiOrder struct {
 }
 
 type apiSummary struct {
-	OrderID    string    `json:"order_id"`
-	CustomerID string    `json:"customer_id"`
-	Scenario   string    `json:"scenario"`
-	TotalCents int64     `json:"total_cents"`
-	Status     string    `json:"status"`
-	Reason     string    `json:"reason"`
-	PlacedAt   time.Time `json:"placed_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	Step       string    `json:"step"`
+	OrderID     string    `json:"order_id"`
+	CustomerID  string    `json:"customer_id"`
+	Scenario    string    `json:"scenario"`
+	TotalCents  int64     `json:"total_cents"`
+	Status      string    `json:"status"`
+	Reason      string    `json:"reason"`
+	PlacedAt    time.Time `json:"placed_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	Step        string    `json:"step"`
+	ActiveSteps []string  `json:"active_steps"`
 }
 
 func (o *apiOrder) summary() apiSummary {
 	s := apiSummary{OrderID: o.OrderID, CustomerID: o.CustomerID, Scenario: o.Scenario, TotalCents: o.TotalCents,
 		Status: o.Status, Reason: o.Reason, PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt}
+	s.ActiveSteps = []string{}
 	for _, st := range o.Steps {
 		if st.Status == "Running" || st.Status == "Compensating" {
-			s.Step = st.Name
+			if s.Step == "" {
+				s.Step = st.Name
+			}
+			s.ActiveSteps = append(s.ActiveSteps, st.Name)
 		}
 	}
 	return s

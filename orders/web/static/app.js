@@ -923,15 +923,23 @@ function upsertRecent(o) {
   renderRecent();
 }
 
-// summaryOf turns an Order into an OrderSummary (the current step's name in
-// place of the steps).
+// summaryOf turns an Order into an OrderSummary (the names of the steps in
+// flight in place of the steps), as the API's summaries are.
 function summaryOf(o) {
   const { lines, steps, history, ...rest } = o;
-  if (!rest.step && steps && steps.length) {
-    const s = steps.find((x) => x.status === 'Running' || x.status === 'Compensating');
-    if (s) rest.step = s.name;
+  if (!rest.active_steps && steps) {
+    const live = o.status === 'Running' || o.status === 'Compensating';
+    rest.active_steps = live ? steps.filter((x) => x.status === 'Running' || x.status === 'Compensating').map((x) => x.name) : [];
   }
   return rest;
+}
+
+// activeTitles names the steps an order is at, "reserve stock and charge
+// payment" while both run at once; it falls back to the summary's step for
+// a server that does not send active_steps.
+function activeTitles(o) {
+  const names = o.active_steps && o.active_steps.length ? o.active_steps : (o.step ? [o.step] : []);
+  return names.map((n) => lower(stepInfo(n).title)).join(' and ');
 }
 
 function renderRecent() {
@@ -943,8 +951,9 @@ function renderRecent() {
   list.replaceChildren(...orders.slice(0, RECENT_LIMIT).map((o) => {
     const status = ORDER_STATUS[o.status] || String(o.status || '').toLowerCase();
     let where = '';
-    if (o.status === 'Running' && o.step) where = ` · at: ${lower(stepInfo(o.step).title)}`;
-    if (o.status === 'Compensating' && o.step) where = ` · undoing: ${lower(stepInfo(o.step).title)}`;
+    const at = activeTitles(o);
+    if (o.status === 'Running' && at) where = ` · at: ${at}`;
+    if (o.status === 'Compensating' && at) where = ` · undoing: ${at}`;
     const placed = o.placed_at ? new Date(o.placed_at).toLocaleTimeString() : '';
     return el('li', { 'data-testid': `recent-${o.order_id}`, 'data-status': o.status, 'aria-current': o.order_id === state.watching ? 'true' : null },
       el('button', { type: 'button', 'data-order': o.order_id, title: `Watch order ${o.order_id}` },
