@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -21,6 +22,10 @@ type lookupCache[V any] struct {
 
 	mu      sync.Mutex
 	entries map[string]cachedValue[V]
+	// loading holds the read in progress for an id, which the requests
+	// that miss the same id meanwhile wait for: when an entry expires under
+	// load, one request reads it, not every one that comes before it is back.
+	loading map[string]*pendingRead[V]
 }
 
 type cachedValue[V any] struct {
@@ -28,44 +33,73 @@ type cachedValue[V any] struct {
 	expires time.Time
 }
 
+type pendingRead[V any] struct {
+	done    chan struct{} // closed when v and err are set
+	v       V
+	err     error
+	waiters int // the requests waiting for it, under lookupCache.mu
+}
+
 func newLookupCache[V any](ttl time.Duration) *lookupCache[V] {
-	return &lookupCache[V]{ttl: ttl, entries: map[string]cachedValue[V]{}}
+	return &lookupCache[V]{ttl: ttl, entries: map[string]cachedValue[V]{}, loading: map[string]*pendingRead[V]{}}
 }
 
 // read returns the value kept for id, or what load reads, which it keeps
-// unless load failed (not found is a failure: it is not kept).
+// unless load failed (not found is a failure: it is not kept). A read of
+// the same id already in progress is waited for instead of repeated; if it
+// failed because its own request went away, this one reads for itself.
 func (c *lookupCache[V]) read(ctx context.Context, id string, load func(context.Context, string) (V, error)) (V, error) {
 	now := time.Now()
-	if v, ok := c.get(id, now); ok {
-		return v, nil
-	}
-	v, err := load(ctx, id)
-	if err == nil {
-		c.put(id, v, now)
-	}
-	return v, err
-}
-
-// get returns the value kept for id, if it has not expired at now.
-func (c *lookupCache[V]) get(id string, now time.Time) (V, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[id]
-	if !ok || !now.Before(e.expires) {
-		var zero V
-		return zero, false
+	if e, ok := c.entries[id]; ok && now.Before(e.expires) {
+		c.mu.Unlock()
+		return e.v, nil
 	}
-	return e.v, true
+	if c.ttl <= 0 {
+		c.mu.Unlock()
+		return load(ctx, id)
+	}
+	if p, ok := c.loading[id]; ok {
+		p.waiters++
+		c.mu.Unlock()
+		select {
+		case <-p.done:
+			if p.err == nil || (!errors.Is(p.err, context.Canceled) && !errors.Is(p.err, context.DeadlineExceeded)) {
+				return p.v, p.err
+			}
+			return load(ctx, id)
+		case <-ctx.Done():
+			var zero V
+			return zero, ctx.Err()
+		}
+	}
+	p := &pendingRead[V]{done: make(chan struct{})}
+	c.loading[id] = p
+	c.mu.Unlock()
+
+	p.v, p.err = load(ctx, id)
+	c.mu.Lock()
+	delete(c.loading, id)
+	if p.err == nil {
+		c.putLocked(id, p.v, now)
+	}
+	c.mu.Unlock()
+	close(p.done)
+	return p.v, p.err
 }
 
 // put keeps v for id until now + TTL. A full cache first drops what has
 // expired, and keeps nothing new if that freed no room.
 func (c *lookupCache[V]) put(id string, v V, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(id, v, now)
+}
+
+func (c *lookupCache[V]) putLocked(id string, v V, now time.Time) {
 	if c.ttl <= 0 {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if _, ok := c.entries[id]; !ok && len(c.entries) >= maxCached {
 		for k, e := range c.entries {
 			if !now.Before(e.expires) {
