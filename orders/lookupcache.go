@@ -88,14 +88,8 @@ func (c *lookupCache[V]) read(ctx context.Context, id string, load func(context.
 	return p.v, p.err
 }
 
-// put keeps v for id until now + TTL. A full cache first drops what has
-// expired, and keeps nothing new if that freed no room.
-func (c *lookupCache[V]) put(id string, v V, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.putLocked(id, v, now)
-}
-
+// putLocked keeps v for id until now + TTL; c.mu is held. A full cache
+// first drops what has expired, and keeps nothing new if that freed no room.
 func (c *lookupCache[V]) putLocked(id string, v V, now time.Time) {
 	if c.ttl <= 0 {
 		return

@@ -23,6 +23,13 @@ func (c *lookupCache[V]) get(id string, now time.Time) (V, bool) {
 	return e.v, true
 }
 
+// put keeps v for id as a read at now would.
+func (c *lookupCache[V]) put(id string, v V, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(id, v, now)
+}
+
 // countingCatalog counts the reads that reach the catalogue.
 type countingCatalog struct {
 	memCatalog

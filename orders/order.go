@@ -130,12 +130,12 @@ func (o Order) Summary() Summary {
 		s.Step = o.Steps[o.step].Name
 	}
 	s.ActiveSteps = []string{}
+	// An order that ended may still carry the steps of the snapshot before
+	// its end (the end event can come first); nothing of it runs.
+	if o.Status != StatusRunning && o.Status != StatusCompensating {
+		return s
+	}
 	for _, st := range o.Steps {
-		// An order that ended may still carry the steps of the snapshot
-		// before its end (the end event can come first); nothing of it runs.
-		if o.Status != StatusRunning && o.Status != StatusCompensating {
-			break
-		}
 		if st.Status == saga.StepRunning || st.Status == saga.StepCompensating {
 			s.ActiveSteps = append(s.ActiveSteps, st.Name)
 		}
