@@ -178,7 +178,9 @@ func (s *Store) load(ctx context.Context, sc *luaScript, force bool) (string, er
 	if p := sc.sha.Load(); p != nil && !force {
 		return *p, nil
 	}
-	sha, err := s.rdb.ScriptLoad(ctx, sc.src).Result()
+	// Alone: the members of a crew (Pipeliner) that need this script wait
+	// on mu, so this call must not wait for them in a round.
+	sha, err := s.rdb.ScriptLoad(alone(ctx), sc.src).Result()
 	if err != nil {
 		return "", classify("load "+sc.name, err)
 	}

@@ -39,7 +39,26 @@ type ParticipantConfig struct {
 	// Concurrency bounds how many sagas' commands of one batch are applied
 	// at once. Default 64.
 	Concurrency int
+	// Crew, when set, is called for each batch with the context the
+	// handlers would get; they get the context it returns instead, and
+	// every goroutine that applies commands is a member of the crew it
+	// returns while it runs. idempotency.Pipeliner.Crew sends the Redis
+	// calls that the members make at one time as one pipeline.
+	Crew func(ctx context.Context) (context.Context, Crew)
 }
+
+// Crew counts the goroutines that apply one batch's commands (see
+// ParticipantConfig.Crew).
+type Crew interface {
+	Join()
+	Leave()
+}
+
+// noCrew is the crew of a participant without one.
+type noCrew struct{}
+
+func (noCrew) Join()  {}
+func (noCrew) Leave() {}
 
 // Participant consumes commands and produces replies, one Kafka transaction
 // per batch (docs/design.md, point 2 of "Why every message takes effect exactly once").
@@ -86,9 +105,10 @@ func (p *Participant) Run(ctx context.Context) error { return p.loop.Run(ctx) }
 func (p *Participant) Stats() kafkatx.Stats { return p.loop.Stats() }
 
 // handle applies a batch's commands and produces their replies. Commands of
-// different sagas are applied concurrently, so a batch costs about one Redis
-// round trip (and, with appendfsync always, one fsync shared by all of them)
-// instead of one per command; the commands of one saga are applied one after
+// different sagas are applied concurrently, and with a Crew their Redis
+// calls leave together, so a batch costs about one Redis round trip (and,
+// with appendfsync always, one fsync shared by all of them) instead of one
+// per command; the commands of one saga are applied one after
 // the other, in their order on the partition, because the barrier rules
 // depend on it (an action after its compensation is refused).
 //
@@ -109,24 +129,42 @@ func (p *Participant) handle(ctx context.Context, recs []kafkatx.Record, out *ka
 		}
 		bySaga[id] = append(bySaga[id], i)
 	}
+	var crew Crew = noCrew{}
+	if p.cfg.Crew != nil {
+		ctx, crew = p.cfg.Crew(ctx)
+	}
 	apply := func(i int) bool {
 		replies[i], errs[i] = p.apply(ctx, recs[i])
 		return errs[i] == nil
 	}
 	if len(order) == 1 {
+		crew.Join()
 		for _, i := range bySaga[order[0]] {
 			if !apply(i) {
 				break
 			}
 		}
+		crew.Leave()
 	} else {
+		// This loop is a member too while it starts goroutines, so the
+		// first of them does not go to Redis alone before the others
+		// started; it steps out while it waits for a free slot, or the
+		// running ones would wait for it.
+		crew.Join()
 		sem := make(chan struct{}, p.cfg.Concurrency)
 		var wg sync.WaitGroup
 		for _, id := range order {
-			sem <- struct{}{}
+			select {
+			case sem <- struct{}{}:
+			default:
+				crew.Leave()
+				sem <- struct{}{}
+				crew.Join()
+			}
+			crew.Join()
 			wg.Add(1)
 			go func(idx []int) {
-				defer func() { <-sem; wg.Done() }()
+				defer func() { crew.Leave(); <-sem; wg.Done() }()
 				for _, i := range idx {
 					if !apply(i) {
 						return // the saga's later commands wait for this one
@@ -134,6 +172,7 @@ func (p *Participant) handle(ctx context.Context, recs []kafkatx.Record, out *ka
 				}
 			}(bySaga[id])
 		}
+		crew.Leave()
 		wg.Wait()
 	}
 	for _, err := range errs {

@@ -24,7 +24,9 @@ type kworld struct {
 
 func newKWorld(t *testing.T, parts int) *kworld {
 	t.Helper()
-	return &kworld{env: newEnv(t), World: participanttest.NewWorld(t, "stock", parts)}
+	w := &kworld{env: newEnv(t), World: participanttest.NewWorld(t, "stock", parts)}
+	w.Crew = participanttest.CrewOn(w.rdb) // as the service runs it
+	return w
 }
 
 // TestParticipantDuplicatesAndDeadLetters goes through Kafka: N copies of

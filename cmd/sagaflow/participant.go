@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
+	"github.com/sagaflow/sagaflow/idempotency"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/failpoint"
 )
@@ -25,6 +26,7 @@ func runParticipant(ctx context.Context, args []string, scope string, flags func
 	fs := flag.NewFlagSet(scope, flag.ContinueOnError)
 	in := infraFlags(fs)
 	setup := flags(fs)
+	pipeline := fs.Bool("redis-pipeline", true, "send the Redis calls that a batch's sagas make at one time as one pipeline, not one round trip each (docs/performance.md)")
 	log, err := in.parse(fs, args, scope)
 	if err != nil {
 		return err
@@ -50,8 +52,12 @@ func runParticipant(ctx context.Context, args []string, scope string, flags func
 	if err := in.ensureTopics(ctx); err != nil {
 		return err
 	}
+	var pl *idempotency.Pipeliner
+	if *pipeline {
+		pl = idempotency.NewPipeliner(rdb)
+	}
 	p, err := wire.NewParticipant(in.wire(), wire.Participant{
-		Scope: scope, Handler: h,
+		Scope: scope, Handler: h, Pipeline: pl,
 		// Scoped: "participant/after-apply" crashes every participant of
 		// the process, "stock/after-apply" only this one.
 		Failpoint: failpoint.Scoped(scope),

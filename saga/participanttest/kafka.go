@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/sagaflow/sagaflow/idempotency"
 	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/failpoint"
@@ -34,16 +35,27 @@ type NewHandler func(rdb redis.UniversalClient, prefix string) (saga.CommandHand
 // World.Child it runs the participant that h builds on the test Redis
 // (crashtest.Main); otherwise it runs the tests.
 func Main(m *testing.M, h NewHandler) {
-	crashtest.Main(m, func(data map[string]string) (saga.CommandHandler, error) {
+	crashtest.Main(m, func(data map[string]string) (saga.CommandHandler, func(context.Context) (context.Context, saga.Crew), error) {
 		opt := &redis.Options{Addr: data[DataRedis]}
 		if strings.Contains(data[DataRedis], "://") {
 			var err error
 			if opt, err = redis.ParseURL(data[DataRedis]); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
-		return h(redis.NewClient(opt), data[DataPrefix])
+		rdb := redis.NewClient(opt)
+		crew := CrewOn(rdb)
+		handler, err := h(rdb, data[DataPrefix])
+		return handler, crew, err
 	})
+}
+
+// CrewOn returns the crews of a Pipeliner on rdb, for
+// saga.ParticipantConfig.Crew: the participants of these tests send their
+// batches' Redis calls as the services do.
+func CrewOn(rdb redis.UniversalClient) func(context.Context) (context.Context, saga.Crew) {
+	p := idempotency.NewPipeliner(rdb)
+	return func(ctx context.Context) (context.Context, saga.Crew) { return p.Crew(ctx) }
 }
 
 // World is one test's topics on the real Kafka (commands, replies, dead
@@ -57,6 +69,9 @@ type World struct {
 	// Scope names the participant ("stock"): its failpoints are hit as
 	// "<scope>/after-apply" as well as "participant/after-apply".
 	Scope string
+	// Crew, when set, is the participant's saga.ParticipantConfig.Crew
+	// (CrewOn the handler's Redis client).
+	Crew func(context.Context) (context.Context, saga.Crew)
 }
 
 // NewWorld makes fresh topics with the given partitions (the dead-letter
@@ -80,7 +95,7 @@ func (w *World) Run(t testing.TB, instance string, h saga.CommandHandler, log *z
 		Kafka: saga.Kafka{Brokers: w.Brokers, Group: w.Group, InstanceID: instance, DeadLetterTopic: w.DeadLetterTopic,
 			MaxBatch: 100, MaxInterval: 20 * time.Millisecond, TransactionTimeout: 10 * time.Second,
 			SessionTimeout: 6 * time.Second},
-		CommandTopic: w.CommandTopic, ReplyTopic: w.ReplyTopic, Failpoint: failpoint.Scoped(w.Scope),
+		CommandTopic: w.CommandTopic, ReplyTopic: w.ReplyTopic, Failpoint: failpoint.Scoped(w.Scope), Crew: w.Crew,
 	}, h, log)
 	if err != nil {
 		t.Fatal(err)

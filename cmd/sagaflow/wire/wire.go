@@ -149,6 +149,10 @@ type Participant struct {
 	Handler saga.CommandHandler
 	// Failpoint, when set, is called at the participant's crash windows.
 	Failpoint func(name string)
+	// Pipeline, when set, sends the Redis calls of a batch's sagas that
+	// are made at one time as one pipeline; it must be on the client the
+	// handler's store uses.
+	Pipeline *idempotency.Pipeliner
 }
 
 // NewParticipant runs p on its command and reply topics.
@@ -158,9 +162,11 @@ func NewParticipant(cfg Config, p Participant, log *zap.Logger) (*saga.Participa
 	if p.Scope == "payment" {
 		cmd, rep = t.PaymentCommands, t.PaymentReplies
 	}
-	return saga.NewParticipant(saga.ParticipantConfig{
-		Kafka: cfg.kafka(p.Scope, ""), CommandTopic: cmd, ReplyTopic: rep, Failpoint: p.Failpoint,
-	}, p.Handler, log)
+	pc := saga.ParticipantConfig{Kafka: cfg.kafka(p.Scope, ""), CommandTopic: cmd, ReplyTopic: rep, Failpoint: p.Failpoint}
+	if p.Pipeline != nil {
+		pc.Crew = func(ctx context.Context) (context.Context, saga.Crew) { return p.Pipeline.Crew(ctx) }
+	}
+	return saga.NewParticipant(pc, p.Handler, log)
 }
 
 // Stores is the state of the participants, in Redis.
@@ -170,6 +176,9 @@ type Stores struct {
 	// DemoScenarios lets an order ask the payment participant to withhold
 	// its reply (see payment.ServiceConfig).
 	DemoScenarios bool
+	// Pipeline is on the stores' Redis client: the participants of Saga
+	// send their batches' calls through it.
+	Pipeline *idempotency.Pipeliner
 }
 
 // OpenStores opens the stock and payment stores on rdb. With an empty
@@ -195,7 +204,7 @@ func OpenStoresFor(rdb *redis.Client, prefix string, dedupTTL time.Duration, log
 	if err != nil {
 		return Stores{}, err
 	}
-	return Stores{Stock: stocks, Payment: accounts}, nil
+	return Stores{Stock: stocks, Payment: accounts, Pipeline: idempotency.NewPipeliner(rdb)}, nil
 }
 
 // Saga returns the orchestrator and the stock and payment participants on
@@ -207,8 +216,8 @@ func Saga(cfg Config, st Stores, log *zap.Logger) (map[string]func(context.Conte
 	}
 	parts := map[string]func(context.Context) error{"orchestrator": orch.Run}
 	for _, p := range []Participant{
-		{Scope: "stock", Handler: stock.NewService(st.Stock, log.Named("stock")).Handle},
-		{Scope: "payment", Handler: payment.NewService(st.Payment, payment.ServiceConfig{DemoScenarios: st.DemoScenarios}, log.Named("payment")).Handle},
+		{Scope: "stock", Handler: stock.NewService(st.Stock, log.Named("stock")).Handle, Pipeline: st.Pipeline},
+		{Scope: "payment", Handler: payment.NewService(st.Payment, payment.ServiceConfig{DemoScenarios: st.DemoScenarios}, log.Named("payment")).Handle, Pipeline: st.Pipeline},
 	} {
 		pp, err := NewParticipant(cfg, p, log.Named(p.Scope))
 		if err != nil {

@@ -56,8 +56,10 @@ type Participant struct {
 	Data map[string]string
 }
 
-// Handler builds the child's command handler from Participant.Data.
-type Handler func(data map[string]string) (saga.CommandHandler, error)
+// Handler builds the child's command handler from Participant.Data, and
+// the crew its batches are applied in (saga.ParticipantConfig.Crew; nil for
+// none).
+type Handler func(data map[string]string) (saga.CommandHandler, func(context.Context) (context.Context, saga.Crew), error)
 
 // Main is the test package's TestMain: in a child started by Start it runs
 // the participant with the handler h builds and exits; otherwise it runs the
@@ -80,7 +82,7 @@ func runChild(spec string, h Handler) int {
 		log.Error("crashtest: failpoints", zap.Error(err))
 		return ExitError
 	}
-	handler, err := h(p.Data)
+	handler, crew, err := h(p.Data)
 	if err != nil {
 		log.Error("crashtest: handler", zap.Error(err))
 		return ExitError
@@ -95,6 +97,7 @@ func runChild(spec string, h Handler) int {
 		CommandTopic: p.CommandTopic,
 		ReplyTopic:   p.ReplyTopic,
 		Failpoint:    failpoint.Hit,
+		Crew:         crew,
 	}
 	if p.Scope != "" {
 		cfg.Failpoint = failpoint.Scoped(p.Scope)
