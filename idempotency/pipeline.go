@@ -26,24 +26,30 @@ import (
 // A round is sent when its last member arrives, not after a wait, so a
 // lone call costs what it cost before. A member that is held up elsewhere
 // (on a lock another member holds while it waits on Redis, say) would hold
-// the round up with it: RoundWait bounds that, and the round then leaves
-// with the calls it has.
+// the round up with it: when no call has joined the round for a round wait
+// (RoundWait by default), it leaves with the calls it has.
 //
 // Calls made outside a crew's context go to Redis as without the hook.
 type Pipeliner struct {
 	rdb  redis.UniversalClient
-	wait time.Duration // RoundWait; tests change it
+	wait time.Duration
 }
 
-// RoundWait is the longest a round waits for its last members once its
-// first call is in. It only matters when a member is held up on something
-// other than Redis; members doing their own work arrive in microseconds.
+// RoundWait is the default round wait: the longest a round waits for its
+// last members while no call joins it. It only matters when a member is
+// held up on something other than Redis; members doing their own work
+// arrive microseconds apart, and so do the goroutines of a batch as they
+// start.
 const RoundWait = 2 * time.Millisecond
 
-// NewPipeliner adds the hook to rdb. Call it once per client; the stores
-// whose calls run under a crew's context must use that client.
-func NewPipeliner(rdb redis.UniversalClient) *Pipeliner {
-	p := &Pipeliner{rdb: rdb, wait: RoundWait}
+// NewPipeliner adds the hook to rdb, with wait as the round wait (0:
+// RoundWait). Call it once per client; the stores whose calls run under a
+// crew's context must use that client.
+func NewPipeliner(rdb redis.UniversalClient, wait time.Duration) *Pipeliner {
+	if wait <= 0 {
+		wait = RoundWait
+	}
+	p := &Pipeliner{rdb: rdb, wait: wait}
 	rdb.AddHook(hook{p})
 	return p
 }
@@ -87,7 +93,7 @@ type Crew struct {
 type round struct {
 	calls []redis.Cmder
 	done  chan struct{}
-	timer *time.Timer // RoundWait, armed by the first call
+	timer *time.Timer // the round wait, from the last call that joined
 }
 
 // Join counts one more member: no round is sent until it too waits or has
@@ -134,8 +140,13 @@ func (c *Crew) call(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook
 	}
 	r.calls = append(r.calls, cmd)
 	full := c.takeLocked(false)
-	if full == nil && r.timer == nil {
-		r.timer = time.AfterFunc(c.p.wait, func() { c.expire(r) })
+	if full == nil {
+		if r.timer == nil {
+			r.timer = time.AfterFunc(c.p.wait, func() { c.expire(r) })
+		} else {
+			// A firing already under way finds this call in the round.
+			r.timer.Reset(c.p.wait)
+		}
 	}
 	c.mu.Unlock()
 	if full != nil {
@@ -169,7 +180,8 @@ func (c *Crew) call(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook
 	}
 }
 
-// expire sends r with the calls it has, if it still waits: RoundWait passed.
+// expire sends r with the calls it has, if it still waits: no call joined
+// it for the round wait.
 func (c *Crew) expire(r *round) {
 	c.mu.Lock()
 	var late *round

@@ -14,54 +14,10 @@ import (
 	"github.com/sagaflow/sagaflow/idempotency/redistest"
 )
 
-// wire records what a client sends to Redis: the size of every pipeline,
-// and 1 for every call sent by itself. Added after the Pipeliner's hook, it
-// sees what that hook passes on.
-type wire struct {
-	mu    sync.Mutex
-	sends []int
-}
-
-func (w *wire) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (w *wire) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !handshake(cmd) {
-			w.add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-
-// handshake reports whether cmd is part of what go-redis sends on a new
-// connection before any call.
-func handshake(cmd redis.Cmder) bool { return cmd.Name() == "hello" || cmd.Name() == "client" }
-
-func (w *wire) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !slices.ContainsFunc(cmds, handshake) {
-			w.add(len(cmds))
-		}
-		return next(ctx, cmds)
-	}
-}
-
-func (w *wire) add(n int) {
-	w.mu.Lock()
-	w.sends = append(w.sends, n)
-	w.mu.Unlock()
-}
-
-func (w *wire) got() []int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.sends)
-}
-
 // expect checks what w saw go to Redis, and then the keys' values.
-func expect(t *testing.T, w *wire, sends []int, rdb *redis.Client, keys map[string]int64) {
+func expect(t *testing.T, w *redistest.Sends, sends []int, rdb *redis.Client, keys map[string]int64) {
 	t.Helper()
-	if s := w.got(); !slices.Equal(s, sends) {
+	if s := w.Got(); !slices.Equal(s, sends) {
 		t.Fatalf("sends %v, want %v (a number for each pipeline, 1 for a call by itself)", s, sends)
 	}
 	for k, want := range keys {
@@ -73,18 +29,18 @@ func expect(t *testing.T, w *wire, sends []int, rdb *redis.Client, keys map[stri
 
 // pipelined returns a client with a Pipeliner and the record of its sends,
 // and a key prefix of the test's own.
-func pipelined(t *testing.T) (*Pipeliner, *wire, *redis.Client, string) {
+func pipelined(t *testing.T) (*Pipeliner, *redistest.Sends, *redis.Client, string) {
 	t.Helper()
 	rdb := redistest.Client(t)
 	prefix := redistest.Prefix(t)
-	p := NewPipeliner(rdb)
-	w := &wire{}
+	p := NewPipeliner(rdb, 0)
+	w := &redistest.Sends{}
 	rdb.AddHook(w)
 	// A warm connection, so no handshake falls into what the tests count.
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	w.sends = nil
+	w.Reset()
 	return p, w, rdb, prefix
 }
 
@@ -225,7 +181,7 @@ func TestCrewAnswersEachCallItsOwnError(t *testing.T) {
 	if err := rdb.Set(ctx, prefix+":s", "not a number", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	w.sends = nil
+	w.Reset()
 	var good, bad error
 	crewOf(p, ctx,
 		func(ctx context.Context) { good = rdb.Incr(ctx, prefix+":n").Err() },

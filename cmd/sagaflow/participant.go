@@ -54,7 +54,7 @@ func runParticipant(ctx context.Context, args []string, scope string, flags func
 	}
 	var pl *idempotency.Pipeliner
 	if *pipeline {
-		pl = idempotency.NewPipeliner(rdb)
+		pl = idempotency.NewPipeliner(rdb, 0)
 	}
 	p, err := wire.NewParticipant(in.wire(), wire.Participant{
 		Scope: scope, Handler: h, Pipeline: pl,

@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -145,3 +146,57 @@ func cleanup(t testing.TB, prefix string) {
 		t.Logf("redistest: cleaning up %s: %v", prefix, err)
 	}
 }
+
+// Sends is a go-redis hook that records what a client sends to Redis: the
+// size of every pipeline, and 1 for every command sent by itself. The
+// handshake of a new connection is left out. Add it after hooks whose
+// effect on the wire a test checks (idempotency.Pipeliner's): it sees what
+// they pass on.
+type Sends struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (s *Sends) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (s *Sends) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !handshake(cmd) {
+			s.add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (s *Sends) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, handshake) {
+			s.add(len(cmds))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Got returns the sizes recorded so far, in order; Reset forgets them.
+func (s *Sends) Got() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.sizes)
+}
+
+// Reset forgets what was recorded.
+func (s *Sends) Reset() {
+	s.mu.Lock()
+	s.sizes = nil
+	s.mu.Unlock()
+}
+
+func (s *Sends) add(n int) {
+	s.mu.Lock()
+	s.sizes = append(s.sizes, n)
+	s.mu.Unlock()
+}
+
+// handshake reports whether cmd is part of what go-redis sends on a new
+// connection before any call (HELLO, CLIENT SETINFO).
+func handshake(cmd redis.Cmder) bool { return cmd.Name() == "hello" || cmd.Name() == "client" }

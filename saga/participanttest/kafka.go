@@ -54,7 +54,7 @@ func Main(m *testing.M, h NewHandler) {
 // saga.ParticipantConfig.Crew: the participants of these tests send their
 // batches' Redis calls as the services do.
 func CrewOn(rdb redis.UniversalClient) func(context.Context) (context.Context, saga.Crew) {
-	p := idempotency.NewPipeliner(rdb)
+	p := idempotency.NewPipeliner(rdb, 0)
 	return func(ctx context.Context) (context.Context, saga.Crew) { return p.Crew(ctx) }
 }
 

@@ -176,9 +176,9 @@ type Stores struct {
 	// DemoScenarios lets an order ask the payment participant to withhold
 	// its reply (see payment.ServiceConfig).
 	DemoScenarios bool
-	// Pipeline is on the stores' Redis client: the participants of Saga
-	// send their batches' calls through it.
-	Pipeline *idempotency.Pipeliner
+	// rdb is the stores' client: Saga's participants pipeline their
+	// batches' calls on it (nil: they do not).
+	rdb redis.UniversalClient
 }
 
 // OpenStores opens the stock and payment stores on rdb. With an empty
@@ -204,7 +204,7 @@ func OpenStoresFor(rdb *redis.Client, prefix string, dedupTTL time.Duration, log
 	if err != nil {
 		return Stores{}, err
 	}
-	return Stores{Stock: stocks, Payment: accounts, Pipeline: idempotency.NewPipeliner(rdb)}, nil
+	return Stores{Stock: stocks, Payment: accounts, rdb: rdb}, nil
 }
 
 // Saga returns the orchestrator and the stock and payment participants on
@@ -215,9 +215,13 @@ func Saga(cfg Config, st Stores, log *zap.Logger) (map[string]func(context.Conte
 		return nil, err
 	}
 	parts := map[string]func(context.Context) error{"orchestrator": orch.Run}
+	var pl *idempotency.Pipeliner
+	if st.rdb != nil {
+		pl = idempotency.NewPipeliner(st.rdb, 0)
+	}
 	for _, p := range []Participant{
-		{Scope: "stock", Handler: stock.NewService(st.Stock, log.Named("stock")).Handle, Pipeline: st.Pipeline},
-		{Scope: "payment", Handler: payment.NewService(st.Payment, payment.ServiceConfig{DemoScenarios: st.DemoScenarios}, log.Named("payment")).Handle, Pipeline: st.Pipeline},
+		{Scope: "stock", Handler: stock.NewService(st.Stock, log.Named("stock")).Handle, Pipeline: pl},
+		{Scope: "payment", Handler: payment.NewService(st.Payment, payment.ServiceConfig{DemoScenarios: st.DemoScenarios}, log.Named("payment")).Handle, Pipeline: pl},
 	} {
 		pp, err := NewParticipant(cfg, p, log.Named(p.Scope))
 		if err != nil {
