@@ -18,7 +18,8 @@
 # BENCH_PPROF=1 (the services serve pprof on :16060-16063 and a CPU profile
 # of each is taken during the 1,000/s run), BENCH_MEMWATCH=1 (RSS of every
 # service and Redis's used_memory every 10 s into memory.csv),
-# BENCH_BIN=path (run this sagaflow build instead of building the working
+# BENCH_REDIS_DB (1: the Redis database the runs use, emptied first; see
+# below), BENCH_BIN=path (run this sagaflow build instead of building the working
 # tree: two builds side by side in one session, e.g. `git worktree add
 # /tmp/base HEAD~1` and `go build -o /tmp/before ./cmd/sagaflow` in it, then
 # runs in turns with and without BENCH_BIN=/tmp/before). Results:
@@ -34,6 +35,27 @@ K=${SAGAFLOW_KAFKA:-127.0.0.1:19092}
 R=${SAGAFLOW_REDIS:-127.0.0.1:16379}
 BIN=${BENCH_BIN:-$CACHE/bin/sagaflow}
 API=127.0.0.1:18080
+# The runs get a Redis database of their own, emptied before they start. A
+# saga leaves about eight keys for the dedup window (8 days): an hour of
+# runs left the dev Redis millions of keys and gigabytes larger, which
+# slows every run after it (AOF rewrites of that size on the shared cores)
+# and the tests' key scans, which use database 0.
+DB=${BENCH_REDIS_DB:-1}
+[[ $DB =~ ^[0-9]+$ ]] || die "BENCH_REDIS_DB=$DB is not a database number"
+if [[ $R == *://* ]]; then
+	warn "bench: SAGAFLOW_REDIS=$R is a URL: the runs use its database as it is, and leave their keys in it"
+else
+	# RESP by hand: redis-cli may be missing when the Redis is not dev/'s.
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	timeout 120 bash -c '
+		exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
+		printf "SELECT %s\r\nFLUSHDB\r\n" "$2" >&3
+		IFS= read -r a <&3 && IFS= read -r b <&3
+		[[ $a == "+OK"* && $b == "+OK"* ]]' _ "$R" "$DB" ||
+		die "could not empty database $DB of the Redis at $R (BENCH_REDIS_DB picks another)"
+	say "bench: Redis database $DB at $R emptied for the runs"
+	R="redis://$R/$DB"
+fi
 if [[ -z ${BENCH_BIN:-} ]]; then
 	say "bench: building sagaflow"
 	go build -o "$BIN" ./cmd/sagaflow
@@ -164,7 +186,7 @@ if [[ ${BENCH_MEMWATCH:-0} == 1 ]]; then
 			for p in "${pids[@]}"; do
 				row+=",$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0)"
 			done
-			row+=",$(redis-cli -u "redis://$R" info memory 2>/dev/null | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')"
+			row+=",$(redis-cli -u "$R" info memory 2>/dev/null | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')"
 			echo "$row"
 		done
 	) >"$OUT/memory.csv" &

@@ -27,7 +27,8 @@ type Kafka struct {
 	MaxBatch           int
 	MaxInterval        time.Duration
 	TransactionTimeout time.Duration
-	// Linger is the producers' linger (kafkatx.Config.Linger); default 0.
+	// Linger is the transactional producers' linger (kafkatx.Config.Linger):
+	// zero takes kafkatx.DefaultLinger, negative sends each record at once.
 	Linger         time.Duration
 	SessionTimeout time.Duration
 	// DeadLetterTopic receives poison records with the reason in headers.

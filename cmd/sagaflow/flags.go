@@ -33,6 +33,7 @@ type httpFlags struct {
 	addr, token *string
 	maxBacklog  *time.Duration
 	lookupCache *time.Duration
+	apiLinger   *time.Duration
 }
 
 // ordersFlags registers --addr (default addr, help addrHelp) and
@@ -45,6 +46,9 @@ func ordersFlags(fs *flag.FlagSet, addr, addrHelp string) *httpFlags {
 			"refuse a new order (503 backlogged) while the running ones would take longer than this to end at the pace they end now; negative: never"),
 		lookupCache: fs.Duration("lookup-cache", time.Second,
 			"how long POST /orders uses a product's price and a customer it read without reading them again (an order may take a price this old); negative: read them for every order"),
+		apiLinger: fs.Duration("api-linger", 0,
+			"how long an order's record waits for others to share its request to Kafka before POST /orders answers (librdkafka's linger.ms); "+
+				"0 sends at once, and concurrent orders still share requests while earlier ones are in flight (docs/performance.md)"),
 	}
 }
 

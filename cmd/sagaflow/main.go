@@ -166,8 +166,9 @@ func infraFlags(fs *flag.FlagSet) *infra {
 			"without waiting for the session timeout or a rebalance; a stopped one holds them until the timeout"),
 		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),
 		maxInterval: fs.Duration("max-interval", 50*time.Millisecond, "longest a record waits for its batch to close under continuous load"),
-		linger: fs.Duration("linger", 0, "how long a produced record waits for others to share its request to Kafka (librdkafka's linger.ms); "+
-			"0 sends at once, and records still share requests while earlier ones are in flight (docs/performance.md)"),
+		linger: fs.Duration("linger", kafkatx.DefaultLinger, "stock, payment, orchestrator: how long a record produced in a transaction waits for others "+
+			"to share its request to Kafka (librdkafka's linger.ms): fewer requests under load; the commit sends what is held at once, "+
+			"so no record waits past its transaction; 0 sends at once (docs/performance.md)"),
 	}
 }
 
@@ -217,8 +218,12 @@ func servePprof(addr string, log *zap.Logger) error {
 
 // wire is this instance's system: --kafka, its namespace and windows.
 func (in *infra) wire() wire.Config {
+	linger := *in.linger
+	if linger == 0 {
+		linger = -1 // saga.Kafka's zero is the default; negative is none
+	}
 	k := saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
-		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: *in.linger}
+		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: linger}
 	if *in.namespace != "" {
 		k.Group = *in.namespace // each part's group is NS-part
 	}

@@ -46,7 +46,7 @@ func runOrders(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return serveOrders(ctx, ordersServer{
-		addr: *hf.addr, wire: in.wire(), cfg: hf.config(),
+		addr: *hf.addr, wire: in.wire(), cfg: hf.config(), apiLinger: *hf.apiLinger,
 		rdb: rdb, stores: stores, log: log,
 		listening: func(url string) { fmt.Fprintf(stdout, "orders API listening on %s\n", url) },
 	})
@@ -54,12 +54,14 @@ func runOrders(ctx context.Context, args []string, stdout io.Writer) error {
 
 // ordersServer is what serveOrders needs; `orders` and `demo` share it.
 type ordersServer struct {
-	addr   string
-	wire   wire.Config
-	cfg    orders.Config
-	rdb    *redis.Client
-	stores wire.Stores
-	log    *zap.Logger
+	addr string
+	wire wire.Config
+	cfg  orders.Config
+	// apiLinger is -api-linger (wire.Config.APILinger).
+	apiLinger time.Duration
+	rdb       *redis.Client
+	stores    wire.Stores
+	log       *zap.Logger
 	// listening is called with the URL once the port is open.
 	listening func(url string)
 }
@@ -70,6 +72,10 @@ type ordersServer struct {
 // acknowledgement) finish.
 func serveOrders(ctx context.Context, s ordersServer) error {
 	log := s.log
+	if s.apiLinger < 0 || s.apiLinger > 5*time.Second {
+		return fmt.Errorf("-api-linger must be between 0 and 5s; got %s", s.apiLinger)
+	}
+	s.wire.APILinger = s.apiLinger
 	o, err := wire.NewOrders(s.wire, s.cfg, s.rdb, s.stores, log)
 	if err != nil {
 		return err

@@ -42,11 +42,16 @@ type Config struct {
 	MaxBatch    int
 	MaxInterval time.Duration
 	// Linger is how long the producer holds a record for more to join its
-	// request (librdkafka's linger.ms). Default 0: a transaction's records
-	// may go out while the handler still runs; the commit sends whatever
-	// is held anyway, so a longer linger saves requests only when a
-	// handler produces slowly. Side by side on one broker, 0 and 5ms gave
-	// the same hop within the noise (docs/performance.md).
+	// request (librdkafka's linger.ms). Default DefaultLinger; negative sends
+	// each record at once. A record becomes visible only when its
+	// transaction commits, and the commit sends whatever is held at once
+	// (librdkafka's flush ignores the linger), so what a linger trades is
+	// requests against overlap: under load a batch's handler produces for
+	// tens of milliseconds, and records sent as they came went out in two
+	// or three Produce requests a partition; at idle, records held past
+	// the offsets' round trips (which run beside the handler) wait for the
+	// commit to send them, one round trip more (docs/performance.md,
+	// eighth pass).
 	Linger time.Duration
 	// TransactionTimeout is the broker-side limit of one transaction, and the
 	// time this loop keeps retrying a commit whose outcome is unknown before it
@@ -101,6 +106,11 @@ type Config struct {
 	ProducerConfig map[string]any
 }
 
+// DefaultLinger is Config.Linger's default: long enough that a busy
+// handler's records share requests, short enough that at idle they leave
+// while the offsets are still on their way.
+const DefaultLinger = 5 * time.Millisecond
+
 func (c Config) withDefaults() Config {
 	if c.Assignor == "" {
 		c.Assignor = "cooperative-sticky"
@@ -110,6 +120,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxInterval == 0 {
 		c.MaxInterval = 50 * time.Millisecond
+	}
+	switch {
+	case c.Linger == 0:
+		c.Linger = DefaultLinger
+	case c.Linger < 0:
+		c.Linger = 0
 	}
 	if c.TransactionTimeout == 0 {
 		c.TransactionTimeout = 30 * time.Second

@@ -87,6 +87,9 @@ type Config struct {
 	Saga orders.SagaConfig
 	// TickInterval is the orchestrator's (zero: its default).
 	TickInterval time.Duration
+	// APILinger is the orders API producer's linger (kafkatx.WithLinger);
+	// zero sends each order at once, as a POST's answer waits for its ack.
+	APILinger time.Duration
 	// RedisPrefix prefixes the orders service's idempotency keys.
 	RedisPrefix string
 	// Windows are the retention windows; zero takes DefaultWindows.
@@ -264,7 +267,7 @@ func NewOrders(cfg Config, oc orders.Config, rdb *redis.Client, st Stores, log *
 	if err != nil {
 		return nil, err
 	}
-	producer, err := kafkatx.NewProducer(brokers, log, kafkatx.WithLinger(cfg.Kafka.Linger))
+	producer, err := kafkatx.NewProducer(brokers, log, kafkatx.WithLinger(cfg.APILinger))
 	if err != nil {
 		return nil, err
 	}
