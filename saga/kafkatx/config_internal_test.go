@@ -12,7 +12,7 @@ func TestLingerDefaults(t *testing.T) {
 	for _, c := range []struct{ set, want time.Duration }{
 		{0, DefaultLinger},
 		{-1, 0},
-		{5 * time.Millisecond, 5 * time.Millisecond},
+		{7 * time.Millisecond, 7 * time.Millisecond}, // not the default: kept as given
 	} {
 		if got := (Config{Linger: c.set}).withDefaults().Linger; got != c.want {
 			t.Errorf("Linger %v: withDefaults gives %v, want %v", c.set, got, c.want)
