@@ -19,7 +19,8 @@
 # of each is taken during the 1,000/s run), BENCH_MEMWATCH=1 (RSS of every
 # service and Redis's used_memory every 10 s into memory.csv),
 # BENCH_REDIS_DB (1: the Redis database the runs use, emptied first; see
-# below), BENCH_BIN=path (run this sagaflow build instead of building the working
+# below), BENCH_KAFKA_REQUESTS (1: count the dev/ brokers' requests by type
+# over each run; 0 leaves the brokers' JMX alone), BENCH_BIN=path (run this sagaflow build instead of building the working
 # tree: two builds side by side in one session, e.g. `git worktree add
 # /tmp/base HEAD~1` and `go build -o /tmp/before ./cmd/sagaflow` in it, then
 # runs in turns with and without BENCH_BIN=/tmp/before). Results:
@@ -153,6 +154,58 @@ cpu_report() {
 			line, total, cores, (total > 0 ? cores * 1000 / total : 0) }' "$1" "$2"
 }
 
+# kafka_requests: the requests the local Kafka brokers have served so far,
+# by type, as "type count" lines, from each broker's own request metrics
+# (kafka.network RequestsPerSec). The broker's CPU follows its requests
+# (docs/performance.md), and only the broker sees them all: the clients'
+# statistics miss its requests to itself (the AddPartitionsToTxn
+# verification a transactional Produce triggers, the markers). jcmd opens
+# the JVM's local JMX connector, which only this user on this machine can
+# reach, and Kafka's JmxTool reads it with the broker's own jars. Prints
+# nothing without a dev/ broker or jcmd.
+kafka_requests() {
+	local f pid addr cp
+	command -v jcmd >/dev/null || return 0
+	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
+		pid_matches "$f" "${f%/kafka.pid}/server.properties" || continue
+		grep -q '^process.roles=.*broker' "${f%/kafka.pid}/server.properties" || continue
+		pid=$(<"$f")
+		jcmd "$pid" ManagementAgent.start_local >/dev/null 2>&1 || true
+		addr=$(jcmd "$pid" PerfCounter.print 2>/dev/null |
+			sed -n 's/^sun.management.JMXConnectorServer.address="\(.*\)"$/\1/p')
+		cp=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n '/^-cp$/{n;p;q}')
+		[[ -n $addr && -n $cp ]] || continue
+		timeout 60 java -cp "$cp" org.apache.kafka.tools.JmxTool --jmx-url "$addr" --one-time true \
+			--object-name 'kafka.network:type=RequestMetrics,name=RequestsPerSec,request=*,version=*' \
+			--attributes Count --report-format properties 2>/dev/null || true
+	done | tr ',' '\n' | awk -F'[=:]' '
+		/^request=/ { r = $2 }
+		# Fetch counts FetchConsumer and FetchFollower again.
+		/^version=/ && r != "FetchConsumer" && r != "FetchFollower" { n[r] += $4 }
+		END { for (r in n) print r, n[r] }'
+}
+
+# requests_report BEFORE AFTER ENDED: kafka_requests' difference per saga
+# that ended, most first; nothing when either count is empty.
+requests_report() {
+	[[ -s $1 && -s $2 ]] || return 0
+	awk -v ended="$3" '
+		NR == FNR { before[$1] = $2; next }
+		{ d = $2 - before[$1]; if (d > 0) { n[$1] = d; total += d } }
+		END {
+			if (ended <= 0 || total <= 0) exit
+			while (1) {
+				best = ""
+				for (r in n) if (best == "" || n[r] > n[best]) best = r
+				if (best == "" || n[best] / ended < 0.01) break
+				line = line sprintf("%s%s %.2f", (line == "" ? "" : ", "), best, n[best] / ended)
+				shown += n[best]; delete n[best]
+			}
+			if (total > shown) line = line sprintf(", other %.2f", (total - shown) / ended)
+			printf "  kafka        requests per saga: %s; total %.2f\n", line, total / ended
+		}' "$1" "$2"
+}
+
 # A service that just started may still be busy with what it found: the
 # orchestrator restoring saga.state, the orders API's read model moving the
 # orders that ended long ago to the Redis archive. Measured on top of that,
@@ -198,15 +251,18 @@ bench() {
 	local name=$1 ended
 	shift
 	say "== bench $name: sagaflow bench $*"
+	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-before"
 	cpu_ticks >"$OUT/$name.cpu-before"
 	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" \
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
 	cpu_ticks >"$OUT/$name.cpu-after"
+	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-after"
 	# The sagas that ended during the run, drain included: the CPU counts
 	# the drain too.
 	ended=$(sed -n 's/^ *sagas .* ended \([0-9]*\),.*/\1/p' "$OUT/$name.txt")
 	cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
-	rm -f "$OUT/$name.cpu-before" "$OUT/$name.cpu-after"
+	requests_report "$OUT/$name.requests-before" "$OUT/$name.requests-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
+	rm -f "$OUT/$name".{cpu,requests}-{before,after}
 }
 
 # restart_orchestrator: BENCH_RESTART=1 SIGKILLs the orchestrator after the

@@ -276,7 +276,7 @@ const sweepBatch = 1000
 // again.
 func (m *ReadModel) sweep(ctx context.Context, now time.Time) int {
 	m.mu.RLock()
-	var due []Order
+	due := make([]Order, 0, min(len(m.ended), sweepBatch))
 	for _, e := range m.ended {
 		if len(due) == sweepBatch || now.Sub(e.at) < m.cfg.Memory {
 			break
@@ -320,7 +320,15 @@ func (m *ReadModel) sweep(ctx context.Context, now time.Time) int {
 			m.ended = append(m.ended, endedOrder{id: o.OrderID, at: e.order.UpdatedAt})
 		}
 	}
-	m.ended = append(m.ended[:0:0], m.ended[len(due):]...)
+	// Off the front by reslicing, not by copying the rest: the queue holds
+	// a whole Memory window (300,000 orders at 1,000 a second and 5
+	// minutes), and a copy after every sweep, then another when the next
+	// end outgrew the copy's exact size, cost 28 KB and 34 µs an order
+	// (BenchmarkReadModelEndedQueue). append moves the live part to a new
+	// array once the old one's tail is used up, so each entry is copied a
+	// bounded number of times; clear lets the ids swept go meanwhile.
+	clear(m.ended[:len(due)])
+	m.ended = m.ended[len(due):]
 	return len(due)
 }
 

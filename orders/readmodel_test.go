@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -458,4 +459,38 @@ func BenchmarkReadModelGCWithEndedOrders(b *testing.B) {
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(ms.HeapAlloc)/n, "heap-B/order")
 	runtime.KeepAlive(m)
+}
+
+// BenchmarkReadModelEndedQueue is what one ended order costs the queue that
+// the sweep works through, while the queue holds a whole Memory window of
+// them (300,000 is five minutes at 1,000 orders/s). It must not grow with
+// the window.
+func BenchmarkReadModelEndedQueue(b *testing.B) {
+	for _, window := range []int{10_000, 300_000} {
+		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
+			m := newTestReadModel(b)
+			t0 := time.Now()
+			at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Millisecond) }
+			end := func(i int) {
+				m.mu.Lock()
+				m.noteEnd(Order{OrderID: strconv.Itoa(i), Status: StatusCompleted, UpdatedAt: at(i)}, StatusRunning)
+				m.mu.Unlock()
+			}
+			for i := range window {
+				end(i)
+			}
+			i := window
+			for b.Loop() {
+				end(i)
+				if i%sweepBatch == 0 {
+					// Everything older than the window is due.
+					m.sweep(context.Background(), at(i-window).Add(m.cfg.Memory))
+				}
+				i++
+			}
+			if n := len(m.ended); n < window-sweepBatch || n > window+sweepBatch {
+				b.Fatalf("the queue holds %d ended orders, want about %d", n, window)
+			}
+		})
+	}
 }
