@@ -203,7 +203,9 @@ func (m *middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		scope = m.cfg.Scope(r)
 	}
 	rkey := httpKey(m.store.cfg.Prefix, scope, key)
-	log := m.log.With(zap.String("idempotency_key", key))
+	// WithLazy: the key is encoded only if a line is written, which few
+	// requests do (With encoded it for every POST).
+	log := m.log.WithLazy(zap.String("idempotency_key", key))
 
 	c, err := m.store.claimTagged(r.Context(), rkey, m.cfg.Lease, fp)
 	if err != nil {

@@ -811,14 +811,16 @@ func (b *batch) tick(ctx context.Context, p int32) error {
 // apply runs Transition and stages its result; it returns the new instance.
 func (b *batch) apply(ctx context.Context, def *Definition, p int32, id string, inst *Instance, in Input) (*Instance, error) {
 	next, msgs, err := Transition(def, inst, in)
-	log := b.o.log.With(zap.String("saga_id", id), zap.String("message_id", in.MessageID))
+	// The fields go with each message, not into a logger made for every
+	// input: Logger.With encodes them at once, and at saturation that was
+	// 3% of the orchestrator's CPU for lines that are rarely written.
 	switch {
 	case errors.Is(err, ErrIgnored):
 		b.ignored++
-		log.Debug("input ignored", zap.Error(err))
+		b.o.log.Debug("input ignored", zap.String("saga_id", id), zap.String("message_id", in.MessageID), zap.Error(err))
 	case errors.Is(err, ErrIllegal):
 		b.ignored++
-		log.Warn("input refused", zap.Error(err))
+		b.o.log.Warn("input refused", zap.String("saga_id", id), zap.String("message_id", in.MessageID), zap.Error(err))
 	case err != nil:
 		return nil, fmt.Errorf("saga: transition %s: %w", id, err)
 	default:
