@@ -461,6 +461,33 @@ func BenchmarkReadModelGCWithEndedOrders(b *testing.B) {
 	runtime.KeepAlive(m)
 }
 
+// The queue of ended orders drops what the sweep took by reslicing; what it
+// keeps of its backing array must stay bounded by the window, not grow with
+// every order that ever passed.
+func TestReadModelEndedQueueStaysBounded(t *testing.T) {
+	const window = 1000
+	m := newTestReadModel(t)
+	t0 := time.Now()
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Millisecond) }
+	for i := range 100 * window {
+		m.mu.Lock()
+		m.noteEnd(Order{OrderID: strconv.Itoa(i), Status: StatusCompleted, UpdatedAt: at(i)}, StatusRunning)
+		m.mu.Unlock()
+		if i%100 == 0 && i >= window {
+			m.sweep(context.Background(), at(i-window).Add(m.cfg.Memory))
+		}
+	}
+	if n := len(m.ended); n < window || n > window+100 {
+		t.Fatalf("the queue holds %d ended orders, want the window's %d", n, window)
+	}
+	if c := cap(m.ended); c > 4*window {
+		t.Fatalf("the queue's array holds room for %d orders with %d in it: it grows with the orders that passed", c, len(m.ended))
+	}
+	if m.ended[0].id != strconv.Itoa(100*window-len(m.ended)) {
+		t.Fatalf("the oldest queued order is %s, want %d", m.ended[0].id, 100*window-len(m.ended))
+	}
+}
+
 // BenchmarkReadModelEndedQueue is what one ended order costs the queue that
 // the sweep works through, while the queue holds a whole Memory window of
 // them (300,000 is five minutes at 1,000 orders/s). It must not grow with
