@@ -20,11 +20,11 @@
 # service and Redis's used_memory every 10 s into memory.csv),
 # BENCH_REDIS_DB (1: the Redis database the runs use, emptied first; see
 # below), BENCH_KAFKA_REQUESTS (1: count the dev/ brokers' requests by type
-# over each run; 0 leaves the brokers' JMX alone), BENCH_BIN=path (run this sagaflow build instead of building the working
-# tree: two builds side by side in one session, e.g. `git worktree add
-# /tmp/base HEAD~1` and `go build -o /tmp/before ./cmd/sagaflow` in it, then
-# runs in turns with and without BENCH_BIN=/tmp/before). Results:
-# .cache/bench/.
+# over each run; 0 leaves the brokers' JMX alone), BENCH_BIN=path (run this
+# sagaflow build instead of building the working tree: two builds side by
+# side in one session, e.g. `git worktree add /tmp/base HEAD~1` and `go
+# build -o /tmp/before ./cmd/sagaflow` in it, then runs in turns with and
+# without BENCH_BIN=/tmp/before). Results: .cache/bench/.
 set -euo pipefail
 # shellcheck source=dev/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -180,7 +180,7 @@ kafka_requests() {
 			--attributes Count --report-format properties 2>/dev/null || true
 	done | tr ',' '\n' | awk -F'[=:]' '
 		/^request=/ { r = $2 }
-		# Fetch counts FetchConsumer and FetchFollower again.
+		# FetchConsumer and FetchFollower count again what Fetch counts.
 		/^version=/ && r != "FetchConsumer" && r != "FetchFollower" { n[r] += $4 }
 		END { for (r in n) print r, n[r] }'
 }
