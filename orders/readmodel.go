@@ -276,11 +276,18 @@ const sweepBatch = 1000
 // again.
 func (m *ReadModel) sweep(ctx context.Context, now time.Time) int {
 	m.mu.RLock()
-	due := make([]Order, 0, min(len(m.ended), sweepBatch))
-	for _, e := range m.ended {
-		if len(due) == sweepBatch || now.Sub(e.at) < m.cfg.Memory {
-			break
-		}
+	// Counted first, so that the slice is made once and only when some are
+	// due: the sweeper runs every second whatever the rate.
+	n := 0
+	for n < len(m.ended) && n < sweepBatch && now.Sub(m.ended[n].at) >= m.cfg.Memory {
+		n++
+	}
+	if n == 0 {
+		m.mu.RUnlock()
+		return 0
+	}
+	due := make([]Order, 0, n)
+	for _, e := range m.ended[:n] {
 		if en, ok := m.orders[e.id]; ok {
 			due = append(due, en.get())
 		} else {
@@ -288,9 +295,6 @@ func (m *ReadModel) sweep(ctx context.Context, now time.Time) int {
 		}
 	}
 	m.mu.RUnlock()
-	if len(due) == 0 {
-		return 0
-	}
 	if m.cfg.Archive != nil {
 		put := make([]Order, 0, len(due))
 		for _, o := range due {
