@@ -20,7 +20,9 @@
 # service and Redis's used_memory every 10 s into memory.csv),
 # BENCH_REDIS_DB (1: the Redis database the runs use, emptied first; see
 # below), BENCH_KAFKA_REQUESTS (1: count the dev/ brokers' requests by type
-# over each run; 0 leaves the brokers' JMX alone), BENCH_BIN=path (run this
+# over each run; 0 leaves the brokers' JMX alone), BENCH_WARMUP (1: before
+# the runs, load the system until the dev/ broker's JIT compiler is quiet;
+# 0 skips it), BENCH_BIN=path (run this
 # sagaflow build instead of building the working tree: two builds side by
 # side in one session, e.g. `git worktree add /tmp/base HEAD~1` and `go
 # build -o /tmp/before ./cmd/sagaflow` in it, then runs in turns with and
@@ -100,6 +102,19 @@ start_service() {
 	pids[i]=$!
 }
 services=(stock payment orchestrator orders)
+# services_alive WHEN: stop, with the end of its log, when a service has
+# exited. A run against a dead API only counts refused connections, and
+# against a dead participant only timeouts: neither measures anything.
+services_alive() {
+	local i rc
+	for i in "${!services[@]}"; do
+		kill -0 "${pids[$i]}" 2>/dev/null && continue
+		rc=0
+		wait "${pids[$i]}" 2>/dev/null || rc=$?
+		tail -n 20 "$OUT/${services[$i]}.log" >&2 || true
+		die "bench: the ${services[$i]} service exited (status $rc) $1; its log is $OUT/${services[$i]}.log"
+	done
+}
 rm -f "$OUT"/{stock,payment,orchestrator,orders}.log
 for i in "${!services[@]}"; do
 	start_service "$i" "${services[$i]}"
@@ -206,6 +221,64 @@ requests_report() {
 		}' "$1" "$2"
 }
 
+# kafka_threads: the CPU time (clock ticks) each thread of the local Kafka
+# JVMs has used so far, as "pid/tid kind ticks" lines, the kind read from
+# the thread's name (the kernel keeps its first 15 characters). The `cpu`
+# line says how much the broker spends; this says on what: serving requests
+# (its network and request handler threads), the transaction coordinator's
+# senders (markers, and the verification of a transactional Produce), the
+# group coordinator, the log cleaner (compacted topics), KRaft's metadata,
+# garbage collection, and the JIT compiler. The last is what makes a Kafka
+# just started slow: under load its C2 compiler took 37 to 44% of the
+# broker's CPU for the first two minutes, and a 32-client run measured 38
+# sagas/s where the same run measured 173 five minutes later.
+kafka_threads() {
+	local f pid
+	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
+		pid_matches "$f" "${f%/kafka.pid}/server.properties" || continue
+		pid=$(<"$f")
+		# cat, not awk on the files: a thread may end between the glob and
+		# the read, and mawk stops at a file it cannot open.
+		cat /proc/"$pid"/task/*/stat 2>/dev/null | awk -v pid="$pid" '{
+			name = $0; sub(/^[0-9]+ \(/, "", name); sub(/\) [A-Za-z] .*$/, "", name)
+			rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+			kind = "other"
+			if (name ~ /^data-plane|^kafka-network|^kafka-request/) kind = "requests"
+			else if (name ~ /CompilerThre/) kind = "jit"
+			else if (name ~ /^(GC Thread|G1 |VM Thread)/) kind = "gc"
+			else if (name ~ /^(TxnMarkerSender|AddPartitionsTo|transaction)/) kind = "transactions"
+			else if (name ~ /^group-coordina/) kind = "groups"
+			else if (name ~ /^kafka-log-clean/) kind = "log-cleaner"
+			else if (name ~ /raft|metadat|to-con|^controller/) kind = "metadata"
+			print pid "/" $1, kind, f[12] + f[13] }'
+	done
+}
+
+# threads_report BEFORE AFTER: kafka_threads' difference as shares of the
+# Kafka JVMs' CPU, most first, and a warning when the JIT compiler's share
+# says the broker was still warming up. Threads that ended in between are
+# left out; nothing when there is no dev/ broker.
+threads_report() {
+	[[ -s $1 && -s $2 ]] || return 0
+	awk '
+		NR == FNR { before[$1] = $3; next }
+		{ d = $3 - before[$1]; if (d > 0) { n[$2] += d; total += d } }
+		END {
+			if (total <= 0) exit
+			jit = 100 * n["jit"] / total
+			while (1) {
+				best = ""
+				for (k in n) if (best == "" || n[k] > n[best]) best = k
+				if (best == "") break
+				line = line sprintf("%s%s %.0f%%", (line == "" ? "" : ", "), best, 100 * n[best] / total)
+				delete n[best]
+			}
+			printf "  kafka        cpu by thread: %s\n", line
+			if (jit >= 10)
+				printf "  warning      the broker was still warming up: its JIT compiler took %.0f%% of its CPU in this run (a Kafka just started compiles for minutes under load; dev/bench.sh warms it first, BENCH_WARMUP)\n", jit
+		}' "$1" "$2"
+}
+
 # A service that just started may still be busy with what it found: the
 # orchestrator restoring saga.state, the orders API's read model moving the
 # orders that ended long ago to the Redis archive. Measured on top of that,
@@ -225,7 +298,42 @@ settle() {
 	done
 	warn "bench: the services were still busy after 180 s (${busy}% of a core); measuring anyway"
 }
+# warm_kafka: drive the system in 10-second rounds, 32 clients and 200 in
+# turns, until the dev/ broker's JIT compiler takes under a tenth of its
+# CPU in a round of each, for at most 8 minutes. A broker just started
+# (`make up`) compiles its hot paths for minutes, and only under load: idle,
+# it compiles nothing, so only a round under load tells a warm broker from
+# a cold one. The two loads take different paths through the broker (small
+# transactions, large ones): measured, 3.5 minutes at 200 clients left it
+# compiling for 35% of its CPU in a 32-client run that came next. A warm
+# broker costs two rounds. BENCH_WARMUP=0 skips it.
+warm_kafka() {
+	[[ ${BENCH_WARMUP:-1} == 1 ]] || return 0
+	local round clients share cool=0 t0=$SECONDS
+	for ((round = 1; SECONDS - t0 < 480; round++)); do
+		clients=$((round % 2 == 1 ? 32 : 200))
+		kafka_threads >"$OUT/warm.before"
+		[[ -s $OUT/warm.before ]] || return 0 # no dev/ broker to watch
+		"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" -clients "$clients" -duration 10s \
+			-drain 60s -floor-samples 1 -quiet >/dev/null || warn "bench: a warm-up round ended with an error; see the logs in $OUT"
+		kafka_threads >"$OUT/warm.after"
+		share=$(awk 'NR == FNR { b[$1] = $3; next }
+			{ d = $3 - b[$1]; if (d > 0) { t += d; if ($2 == "jit") j += d } }
+			END { printf "%d", (t > 0 ? 100 * j / t : 0) }' "$OUT/warm.before" "$OUT/warm.after")
+		rm -f "$OUT"/warm.{before,after}
+		services_alive "during the warm-up"
+		say "bench: warm-up round $round ($clients clients): Kafka's JIT compiler took ${share}% of its CPU"
+		if ((share < 10)); then
+			((++cool >= 2)) && return 0
+		else
+			cool=0
+		fi
+	done
+	warn "bench: Kafka was still compiling after $((SECONDS - t0)) s of warm-up; measuring anyway"
+}
+warm_kafka
 settle
+services_alive "before the runs"
 
 # BENCH_MEMWATCH=1: sample every service's RSS and Redis's used_memory every
 # 10 s into $OUT/memory.csv while the runs go on (flat memory is the point of
@@ -252,17 +360,21 @@ bench() {
 	shift
 	say "== bench $name: sagaflow bench $*"
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-before"
+	kafka_threads >"$OUT/$name.threads-before"
 	cpu_ticks >"$OUT/$name.cpu-before"
 	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" \
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
 	cpu_ticks >"$OUT/$name.cpu-after"
+	kafka_threads >"$OUT/$name.threads-after"
+	services_alive "during the $name run"
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-after"
 	# The sagas that ended during the run, drain included: the CPU counts
 	# the drain too.
 	ended=$(sed -n 's/^ *sagas .* ended \([0-9]*\),.*/\1/p' "$OUT/$name.txt")
 	cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
 	requests_report "$OUT/$name.requests-before" "$OUT/$name.requests-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
-	rm -f "$OUT/$name".{cpu,requests}-{before,after}
+	threads_report "$OUT/$name.threads-before" "$OUT/$name.threads-after" | tee -a "$OUT/$name.txt"
+	rm -f "$OUT/$name".{cpu,requests,threads}-{before,after}
 }
 
 # restart_orchestrator: BENCH_RESTART=1 SIGKILLs the orchestrator after the
