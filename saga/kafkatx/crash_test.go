@@ -140,12 +140,21 @@ func testZombieIsFenced(t *testing.T, brokers string) {
 
 	kafkatest.WaitFor(t, 180*time.Second, "every input to be copied", func() bool { return outCount() >= n })
 	after := a.Log()[resumeMark:]
+	// Any of the loop's ways of giving a transaction up will do. The broker
+	// fences the late commit, or the loop aborts it, or it learns that its
+	// partitions are lost. Next to a busy CPU the resumed zombie's own
+	// timers may fire first: its records and its AddOffsetsToTxn time out
+	// before it reaches the broker, and the loop replaces its producer,
+	// whose InitTransactions aborts whatever the old one left open. Seen
+	// in CI beside two CPU hogs. ExactlyOnce, below, is what proves that
+	// nothing of the zombie's committed.
 	if !strings.Contains(after, "fenced") && !strings.Contains(after, "transaction must abort") &&
-		!strings.Contains(after, "partitions lost") {
+		!strings.Contains(after, "partitions lost") && !strings.Contains(after, "transactional producer failed") {
 		t.Errorf("the resumed zombie was not fenced: nothing in its log says its transaction failed; log after resume:\n%s", after)
 	}
 	for _, line := range strings.Split(after, "\n") {
-		if strings.Contains(line, "fenced") || strings.Contains(line, "abort") || strings.Contains(line, "lost") {
+		if strings.Contains(line, "fenced") || strings.Contains(line, "abort") || strings.Contains(line, "lost") ||
+			strings.Contains(line, "producer failed") {
 			t.Logf("zombie after resume: %.300s", line)
 		}
 	}
