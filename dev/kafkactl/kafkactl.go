@@ -38,7 +38,9 @@ func (n Nodes) Do(ctx context.Context, verb string, node int) error {
 	if node < 1 || node > n.Count {
 		return fmt.Errorf("kafkactl: node %d: the cluster has nodes 1..%d", node, n.Count)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// Above dev/kafka.sh's own wait for a start (KAFKA_WAIT, 300 s), so
+	// that the script, not this, reports a node that did not come up.
+	ctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "bash", n.Script, verb, strconv.Itoa(node)).CombinedOutput()
 	if err != nil {
