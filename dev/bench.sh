@@ -254,15 +254,29 @@ kafka_threads() {
 	done
 }
 
-# threads_report BEFORE AFTER: kafka_threads' difference as shares of the
-# Kafka JVMs' CPU, most first, and a warning when the JIT compiler's share
-# says the broker was still warming up. Threads that ended in between are
-# left out; nothing when there is no dev/ broker.
+# threads_spent BEFORE AFTER: the CPU ticks each kind of thread spent
+# between two kafka_threads, as "kind ticks" lines. Threads that ended in
+# between are left out.
+threads_spent() {
+	awk 'NR == FNR { before[$1] = $3; next }
+		{ d = $3 - before[$1]; if (d > 0) n[$2] += d }
+		END { for (k in n) print k, n[k] }' "$1" "$2"
+}
+
+# jit_share BEFORE AFTER: the JIT compiler's share of the Kafka JVMs' CPU
+# between two kafka_threads, in whole percent.
+jit_share() {
+	threads_spent "$1" "$2" | awk '{ t += $2; if ($1 == "jit") j = $2 }
+		END { printf "%d", (t > 0 ? 100 * j / t : 0) }'
+}
+
+# threads_report BEFORE AFTER: threads_spent as shares of the Kafka JVMs'
+# CPU, most first, and a warning when the JIT compiler's share says the
+# broker was still warming up; nothing when there is no dev/ broker.
 threads_report() {
 	[[ -s $1 && -s $2 ]] || return 0
-	awk '
-		NR == FNR { before[$1] = $3; next }
-		{ d = $3 - before[$1]; if (d > 0) { n[$2] += d; total += d } }
+	threads_spent "$1" "$2" | awk '
+		{ n[$1] = $2; total += $2 }
 		END {
 			if (total <= 0) exit
 			jit = 100 * n["jit"] / total
@@ -276,7 +290,7 @@ threads_report() {
 			printf "  kafka        cpu by thread: %s\n", line
 			if (jit >= 10)
 				printf "  warning      the broker was still warming up: its JIT compiler took %.0f%% of its CPU in this run (a Kafka just started compiles for minutes under load; dev/bench.sh warms it first, BENCH_WARMUP)\n", jit
-		}' "$1" "$2"
+		}'
 }
 
 # A service that just started may still be busy with what it found: the
@@ -317,9 +331,7 @@ warm_kafka() {
 		"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" -clients "$clients" -duration 10s \
 			-drain 60s -floor-samples 1 -quiet >/dev/null || warn "bench: a warm-up round ended with an error; see the logs in $OUT"
 		kafka_threads >"$OUT/warm.after"
-		share=$(awk 'NR == FNR { b[$1] = $3; next }
-			{ d = $3 - b[$1]; if (d > 0) { t += d; if ($2 == "jit") j += d } }
-			END { printf "%d", (t > 0 ? 100 * j / t : 0) }' "$OUT/warm.before" "$OUT/warm.after")
+		share=$(jit_share "$OUT/warm.before" "$OUT/warm.after")
 		rm -f "$OUT"/warm.{before,after}
 		services_alive "during the warm-up"
 		say "bench: warm-up round $round ($clients clients): Kafka's JIT compiler took ${share}% of its CPU"
