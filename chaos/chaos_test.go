@@ -182,7 +182,9 @@ func sagaFacts(t *testing.T) facts {
 		f.Snapshots["o1"] = append(f.Snapshots["o1"], inst)
 		for _, o := range out {
 			if o.IsCommand() {
-				queue = append(queue, o)
+				if !o.NoReply { // the pivot: done as it is sent
+					queue = append(queue, o)
+				}
 				f.Commands = append(f.Commands, command{Saga: "o1", Step: o.Step, Phase: o.Phase, Attempt: o.Attempt})
 			}
 		}
@@ -234,6 +236,7 @@ func TestValidateFindsEachViolation(t *testing.T) {
 			c.Attempt = 2
 			f.Commands = append(f.Commands, c)
 		}},
+		{"confirm-not-applied", func(f *facts) { f.Uncommitted = map[string]string{"o1": "reserved"} }},
 		{"stock-not-conserved", func(f *facts) { f.Products[0].Available = 9 }},
 		{"stock-left-reserved", func(f *facts) { f.Products[0].Available, f.Products[0].Reserved = 7, 1 }},
 		{"stock-sold-mismatch", func(f *facts) { f.Products[0].Available, f.Products[0].Sold = 6, 4 }},
@@ -282,7 +285,7 @@ func TestProcessExitedSaysWhy(t *testing.T) {
 func TestValidateAllowsWhatARunningSagaHolds(t *testing.T) {
 	f := sagaFacts(t)
 	s := f.Snapshots["o1"]
-	f.Snapshots["o1"] = s[:len(s)-1] // charged, confirm in flight
+	f.Snapshots["o1"] = s[:len(s)-1] // charged, the reservation in flight
 	f.Orders[0].Outcome = ""
 	f.Products[0].Sold, f.Products[0].Reserved = 0, 2
 	for _, v := range validate(f) {

@@ -42,7 +42,11 @@ type facts struct {
 	Poisoned     []string
 	DeadLettered map[string]bool
 	Products     []stock.Product
-	Customers    []payment.Customer
+	// Uncommitted holds the Completed orders whose reservation stock has
+	// not committed, by the state it is in, after waiting a drain bound
+	// for stock to apply their CommitStock.
+	Uncommitted map[string]string
+	Customers   []payment.Customer
 	// HealedAt is when every fault was healed; every accepted order must end
 	// within DrainBound of it.
 	HealedAt   time.Time
@@ -92,6 +96,12 @@ func validate(f facts) []Violation {
 		if final[o.ID] == nil {
 			add("order-without-saga", "%s was accepted but saga.state has no snapshot of it", o.ID)
 		}
+	}
+	for id, state := range f.Uncommitted {
+		if state == "" {
+			state = "none"
+		}
+		add("confirm-not-applied", "%s is Completed, but stock has not committed its reservation %s after the drain (reservation: %s)", id, f.DrainBound, state)
 	}
 	checkCommands(f.Commands, final, add)
 	checkStock(f.Products, final, add)

@@ -17,6 +17,7 @@ import (
 	"github.com/sagaflow/sagaflow/dev/kafkactl"
 	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
+	"github.com/sagaflow/sagaflow/stock"
 )
 
 // exercise runs traffic and faults, heals, drains, checks and reports.
@@ -383,6 +384,9 @@ func (r *run) gather(ctx context.Context, healed time.Time) (facts, error) {
 		return f, err
 	}
 	st, pay := stores.Stock, stores.Payment
+	if f.Uncommitted, err = waitCommitted(ctx, st, f.Snapshots, r.cfg.Drain); err != nil {
+		return f, err
+	}
 	if f.Products, err = st.Products(ctx); err != nil {
 		return f, fmt.Errorf("chaos: read stock: %w", err)
 	}
@@ -390,4 +394,41 @@ func (r *run) gather(ctx context.Context, healed time.Time) (facts, error) {
 		return f, fmt.Errorf("chaos: read accounts: %w", err)
 	}
 	return f, nil
+}
+
+// waitCommitted waits, for at most bound, until stock has committed the
+// reservation of every Completed order, and returns the ones it has not,
+// with the state each is in. The order saga's pivot takes no reply
+// (orders.SagaConfig.AwaitConfirm): an order is Confirmed once its
+// CommitStock is on stock's topic, and stock applies it a moment later, or
+// once it is back after a fault. Stock's counts are read after that.
+func waitCommitted(ctx context.Context, st *stock.Store, snaps map[string][]*saga.Instance, bound time.Duration) (map[string]string, error) {
+	pending := map[string]string{}
+	for id, ss := range snaps {
+		if s := ss[len(ss)-1]; s.State == saga.Completed {
+			pending[id] = ""
+		}
+	}
+	deadline := time.Now().Add(bound)
+	for {
+		for id := range pending {
+			res, err := st.Reservation(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("chaos: read the reservation of %s: %w", id, err)
+			}
+			if res.State == "committed" {
+				delete(pending, id)
+				continue
+			}
+			pending[id] = res.State
+		}
+		if len(pending) == 0 || time.Now().After(deadline) {
+			return pending, nil
+		}
+		select {
+		case <-ctx.Done():
+			return pending, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

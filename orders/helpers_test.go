@@ -397,8 +397,14 @@ type sagaRun struct {
 
 func startSaga(t testing.TB, o OrderPlaced) *sagaRun {
 	t.Helper()
+	return startSagaWith(t, o, SagaConfig{})
+}
+
+// startSagaWith starts the order saga of cfg.
+func startSagaWith(t testing.TB, o OrderPlaced, cfg SagaConfig) *sagaRun {
+	t.Helper()
 	data, _ := json.Marshal(o)
-	r := &sagaRun{t: t, def: Definition(SagaConfig{}), now: time.Now().UTC()}
+	r := &sagaRun{t: t, def: Definition(cfg), now: time.Now().UTC()}
 	r.step(saga.Input{Kind: saga.KindStart, Start: saga.Start{SagaID: o.OrderID, Data: data}})
 	return r
 }

@@ -75,6 +75,16 @@ type SagaConfig struct {
 	// round trip through Kafka off every order; the price is that an order
 	// out of stock may be charged and then refunded.
 	Sequential bool
+	// AwaitConfirm waits for stock's answer to the pivot (CommitStock)
+	// before the order is Confirmed. By default the pivot takes no reply
+	// (saga.Step.NoReply): CommitStock goes out in the transaction that
+	// confirms the order, and stock applies it after, which takes one
+	// round trip through Kafka off every order. It cannot rightly be
+	// refused, since the stock is reserved for this order and nothing
+	// releases it once the pivot is sent; a refusal would be a bug, and
+	// stock dead-letters it for an operator. The price: Confirmed means
+	// "stock will be sold", and stock's counts catch up a moment later.
+	AwaitConfirm bool
 }
 
 // DefaultSagaConfig is for real use: a participant gets 10 seconds per
@@ -138,7 +148,8 @@ func (c SagaConfig) withDefaults() SagaConfig {
 // Definition returns the order saga: reserve stock (undone by releasing it)
 // and charge payment (undone by a refund), at once unless cfg.Sequential,
 // then confirm the order (the pivot: once the reserved stock is committed
-// as sold, the order stands). Every command
+// as sold, the order stands; the saga does not wait for stock's answer
+// unless cfg.AwaitConfirm). Every command
 // carries the order itself (OrderPlaced) and each participant reads the
 // fields it needs. saga.NewRegistry validates it; invalid timings (negative,
 // a max backoff below the backoff) are reported there.
@@ -151,12 +162,14 @@ func Definition(cfg SagaConfig) *saga.Definition {
 	}
 	charge := step(StepChargePayment, cfg.PaymentTopic, command(TypeChargePayment), command(TypeRefundPayment))
 	charge.Parallel = !cfg.Sequential
+	confirm := step(StepConfirmOrder, cfg.StockTopic, command(TypeCommitStock), nil)
+	confirm.NoReply = !cfg.AwaitConfirm
 	return &saga.Definition{
 		Name: SagaType,
 		Steps: []saga.Step{
 			step(StepReserveStock, cfg.StockTopic, command(TypeReserveStock), command(TypeReleaseStock)),
 			charge,
-			step(StepConfirmOrder, cfg.StockTopic, command(TypeCommitStock), nil),
+			confirm,
 		},
 		Deadline:    cfg.Deadline,
 		OnCompleted: saga.Event{Topic: cfg.EventsTopic, Type: TypeOrderConfirmed},

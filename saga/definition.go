@@ -113,6 +113,16 @@ type Step struct {
 	// not the first: the pivot runs alone, after everything it stands on
 	// succeeded.
 	Parallel bool
+	// NoReply sends the step's action without waiting for an answer: the
+	// step counts as done once its command is committed, in the same
+	// transaction, and the saga goes on (or ends) at once. The participant
+	// sends no reply; one that refuses such a command dead-letters it with
+	// the reason, for an operator. It is for a step the participant cannot
+	// rightly refuse, such as committing stock the saga holds reserved, and
+	// saves a round trip through Kafka on every saga. Only an uncompensable
+	// step can take no reply: the saga cannot turn back on an outcome it
+	// does not hear. Its Timeout and Retry are not used.
+	NoReply bool
 }
 
 // canJoin says whether step k, compensable or not, may run together with
@@ -192,7 +202,10 @@ func (d *Definition) Validate() error {
 		if s.Action == nil {
 			return bad("step %q has no action", s.Name)
 		}
-		if s.Timeout <= 0 {
+		if s.NoReply && s.Compensation != nil {
+			return bad("step %q takes no reply but has a compensation: the saga could not turn back on an outcome it does not hear", s.Name)
+		}
+		if s.Timeout <= 0 && !s.NoReply {
 			return bad("step %q needs a positive timeout", s.Name)
 		}
 		if s.Retry.MaxAttempts < 0 || s.Retry.Backoff < 0 || s.Retry.MaxBackoff < 0 {

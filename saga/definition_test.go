@@ -60,6 +60,8 @@ func TestDefinitionValidate(t *testing.T) {
 		{"cap below backoff", func(d *saga.Definition) { d.Steps[0].Retry.MaxBackoff = time.Millisecond }, "max backoff"},
 		{"compensation after the pivot", func(d *saga.Definition) { d.Steps[0].Compensation = nil }, `follows the pivot "reserve-stock"`},
 		{"no pivot at all", func(d *saga.Definition) { d.Steps[2].Compensation = pass("Unconfirm") }, ""},
+		{"a pivot that takes no reply needs no timeout", func(d *saga.Definition) { d.Steps[2].NoReply, d.Steps[2].Timeout = true, 0 }, ""},
+		{"no reply to a compensable step", func(d *saga.Definition) { d.Steps[1].NoReply = true }, "takes no reply but has a compensation"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +149,15 @@ func TestCheckFindsCorruption(t *testing.T) {
 			i.Steps[2].Status = saga.StepRunning
 			i.Steps[2].Attempt, i.Steps[2].Limit = 1, 2
 		}},
+		{"history skips a step that waited for its reply", func() *saga.Instance { return run(t, def, start(), ok(0, 1), ok(1, 1), ok(2, 1)) },
+			func(i *saga.Instance) {
+				// Completed straight from the charge, as a pivot that takes
+				// no reply would be; but this saga's pivot waits for one.
+				i.History = i.History[:3]
+				i.History[2].To, i.History[2].Step = saga.Completed, 2
+				i.Version = 3
+			}},
+		{"a compensable step that takes no reply", running, func(i *saga.Instance) { i.Steps[1].NoReply = true }},
 		{"history goes back in time", running, func(i *saga.Instance) { i.History[1].At = t0.Add(-time.Second) }},
 		{"history without cause", running, func(i *saga.Instance) { i.History[0].Cause = "" }},
 		{"completed with a step undone", func() *saga.Instance { return run(t, def, start(), ok(0, 1), ok(1, 1), ok(2, 1)) },

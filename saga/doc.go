@@ -80,6 +80,15 @@
 // Within one state a step retries: a Transient reply or a timeout sends the
 // next attempt, after RetryPolicy.Delay, while the budget lasts.
 //
+// A step that takes no reply (Step.NoReply; only an uncompensable one can)
+// is done in the transition that sends its action: (3) and (4) follow at
+// once, so Running(k) may go straight on to Running(k+2) or Completed, and
+// a reply that comes anyway is ignored. The command carries "reply: none";
+// its participant answers nothing, and dead-letters it if it refuses, since
+// no saga is waiting to hear it. Instance.Check reads which steps take no
+// reply from the snapshot (StepState.NoReply), as a saga keeps the shape it
+// started with.
+//
 // Terminal: Completed, Cancelled, Failed (only an operator moves a Failed
 // saga). Instance.Check verifies that a snapshot is one of these states with
 // consistent step statuses and timers, and that its History is a legal path

@@ -30,7 +30,11 @@ const (
 	HeaderAttempt       = "attempt"        // commands and replies: attempt, decimal from 1
 	HeaderPhase         = "phase"          // commands and replies: action or compensation
 	HeaderState         = "state"          // saga.state snapshots: the saga's State
+	HeaderReply         = "reply"          // commands: "none" when the saga waits for no reply (Step.NoReply)
 )
+
+// ReplyNone is the value of HeaderReply on a command that takes no reply.
+const ReplyNone = "none"
 
 // maxHeaderLen bounds id-like header values: anything longer is a bug
 // upstream, not an id.
@@ -52,6 +56,10 @@ type Envelope struct {
 	Step    int
 	Attempt int
 	Phase   Phase
+	// NoReply marks a command the saga waits for no reply to
+	// (Step.NoReply): its participant answers nothing, and dead-letters it
+	// if it refuses.
+	NoReply bool
 	Payload json.RawMessage
 }
 
@@ -62,7 +70,7 @@ func (e Envelope) Message(topic string) kafkatx.Message {
 	if v == 0 {
 		v = SchemaVersion
 	}
-	hs := make([]kafkatx.Header, 0, 9)
+	hs := make([]kafkatx.Header, 0, 10)
 	add := func(k, v string) { hs = append(hs, kafkatx.Header{Key: k, Value: []byte(v)}) }
 	add(HeaderMessageID, e.MessageID)
 	add(HeaderSagaID, e.SagaID)
@@ -78,6 +86,9 @@ func (e Envelope) Message(topic string) kafkatx.Message {
 		add(HeaderStep, strconv.Itoa(e.Step))
 		add(HeaderAttempt, strconv.Itoa(e.Attempt))
 		add(HeaderPhase, string(e.Phase))
+		if e.NoReply {
+			add(HeaderReply, ReplyNone)
+		}
 	}
 	return kafkatx.NewMessage(topic, []byte(e.SagaID), e.Payload, hs...)
 }
@@ -147,8 +158,15 @@ func Decode(rec kafkatx.Record) (Envelope, error) {
 		}
 		e.Step = number(HeaderStep, 0)
 		e.Attempt = number(HeaderAttempt, 1)
-	} else if rec.Header(HeaderStep) != nil || rec.Header(HeaderAttempt) != nil {
-		err = poison("step or attempt header without a phase header")
+		switch r := rec.Header(HeaderReply); {
+		case r == nil:
+		case string(r) == ReplyNone:
+			e.NoReply = true
+		default:
+			err = poison("header %q is %q, want %q or none", HeaderReply, r, ReplyNone)
+		}
+	} else if rec.Header(HeaderStep) != nil || rec.Header(HeaderAttempt) != nil || rec.Header(HeaderReply) != nil {
+		err = poison("step, attempt or reply header without a phase header")
 	}
 	if err != nil {
 		return Envelope{}, err
@@ -175,6 +193,7 @@ func (o Outgoing) Envelope() Envelope {
 		Step:          o.Step,
 		Attempt:       o.Attempt,
 		Phase:         o.Phase,
+		NoReply:       o.NoReply,
 		Payload:       o.Payload,
 	}
 }

@@ -79,6 +79,9 @@ func TestDecode(t *testing.T) {
 		{"control characters", record("order-1", `{}`, commandHeaders("", "type", "Charge\nPayment")...), `header "type" is empty, too long or not printable`},
 		{"empty header", record("order-1", `{}`, commandHeaders("", "type", "")...), `header "type" is empty`},
 		{"huge header", record("order-1", `{}`, commandHeaders("", "causation-id", strings.Repeat("x", 300))...), `header "causation-id"`},
+		{"unknown reply header", record("order-1", `{}`, append(commandHeaders(""), "reply", "later")...), `header "reply" is "later"`},
+		{"reply header on an event", record("order-1", `{}`, "message-id", "m-1", "saga-id", "order-1", "type", "OrderPlaced",
+			"schema-version", "1", "reply", "none"), "without a phase header"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,6 +136,8 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		{MessageID: "m-1", SagaID: "order-1", Type: "ReserveStock", CausationID: "m-0", Traceparent: tp,
 			Step: 0, Attempt: 3, Phase: saga.PhaseCompensation, Payload: json.RawMessage(`{"sku":"a"}`)},
 		{MessageID: "m-2", SagaID: "order-1", Type: "OrderPlaced", Payload: json.RawMessage(`{}`)},
+		{MessageID: "m-3", SagaID: "order-1", Type: "CommitStock", Step: 2, Attempt: 1, Phase: saga.PhaseAction,
+			NoReply: true, Payload: json.RawMessage(`{}`)},
 	} {
 		m := e.Message("stock.commands")
 		if m.Topic != "stock.commands" || string(m.Key) != "order-1" {
@@ -148,6 +153,9 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		}
 		if e.Phase == "" && (m.Header("step") != nil || m.Header("attempt") != nil || m.Header("phase") != nil) {
 			t.Fatalf("event with command headers: %+v", m.Headers)
+		}
+		if (m.Header(saga.HeaderReply) != nil) != e.NoReply {
+			t.Fatalf("reply header %q on a command with NoReply %v", m.Header(saga.HeaderReply), e.NoReply)
 		}
 	}
 }

@@ -83,6 +83,10 @@ type StepState struct {
 	// saga keeps the shape it started with, so a definition changed under
 	// running sagas does not regroup steps already in flight.
 	Parallel bool `json:"parallel,omitempty"`
+	// NoReply says the step takes no reply (Step.NoReply), copied from the
+	// definition when the saga started, for the same reason as Parallel:
+	// a saga that started waiting for its pivot's answer goes on waiting.
+	NoReply bool `json:"no_reply,omitempty"`
 	// Deadline is when the step's command in flight times out; zero when
 	// none is.
 	Deadline time.Time `json:"deadline,omitzero"`
@@ -308,6 +312,9 @@ func (i *Instance) Check() error {
 		if s.Parallel && !canJoin(j, s.Compensable) {
 			return bad("step %q is parallel but is the first step or cannot be compensated", s.Name)
 		}
+		if s.NoReply && s.Compensable {
+			return bad("step %q takes no reply but can be compensated", s.Name)
+		}
 		if s.Attempt < 0 || s.Attempt > s.Limit {
 			return bad("step %q: attempt %d outside its budget of %d", s.Name, s.Attempt, s.Limit)
 		}
@@ -510,21 +517,32 @@ func legalEdge(from State, fs int, to State, ts int, steps []StepState) bool {
 	switch from {
 	case Started:
 		// Step 0 sent, or it could not be built (nothing to compensate), or an
-		// operator force-compensated before anything ran.
-		return ts == 0 && (to == Running || to == Cancelled)
+		// operator force-compensated before anything ran. Steps that take no
+		// reply are passed in the same transition, from the start too.
+		switch to {
+		case Running:
+			return ts <= sentOn(steps, -1)+1
+		case Cancelled:
+			return ts == 0
+		case Completed:
+			return sentOn(steps, -1) == n-1 && ts == n-1
+		case Failed:
+			return ts >= 1 && ts <= sentOn(steps, -1)+1
+		}
+		return false
 	case Running:
 		switch to {
 		case Running:
 			first, _ := group(steps, fs)
-			return ts == first || ts == fs+1
+			return ts == first || (ts > fs && ts <= sentOn(steps, fs)+1)
 		case Completed:
-			return fs == n-1 && ts == fs
+			return sentOn(steps, fs) == n-1 && ts == n-1
 		case Compensating:
 			return ts <= fs
 		case Failed:
-			// fs+1: step fs succeeded and the next one, after the pivot,
+			// Past fs: step fs succeeded and a later one, after the pivot,
 			// could not be built.
-			return ts <= fs+1
+			return ts <= sentOn(steps, fs)+1
 		case Cancelled:
 			return ts == 0
 		}
@@ -538,14 +556,33 @@ func legalEdge(from State, fs int, to State, ts int, steps []StepState) bool {
 	case Failed:
 		// Operator Retry resumes the same step (or fails again building it);
 		// ForceCompensate turns back.
+		// A retried step that takes no reply is done as it is sent.
+		past := fs - 1
+		if steps[fs].NoReply {
+			past = sentOn(steps, fs)
+		}
 		switch to {
 		case Running:
-			return ts == fs
-		case Compensating, Failed:
+			return ts == fs || (ts > fs && ts <= past+1)
+		case Compensating:
 			return ts <= fs
+		case Failed:
+			return ts <= max(fs, past+1)
 		case Cancelled:
 			return ts == 0
+		case Completed:
+			return past == n-1 && ts == n-1
 		}
 	}
 	return false
+}
+
+// sentOn returns the last step that is done once step k is: k itself, and
+// the steps after it that take no reply, which go out in the same
+// transition.
+func sentOn(steps []StepState, k int) int {
+	for k+1 < len(steps) && steps[k+1].NoReply {
+		k++
+	}
+	return k
 }

@@ -29,6 +29,7 @@ type world struct {
 	reg                                        *saga.Registry
 	chargeTimeout                              time.Duration
 	parallel                                   bool // charge runs together with reserve
+	noReply                                    bool // confirm takes no reply (Step.NoReply)
 }
 
 // testData tells the test participants how to behave for one saga.
@@ -72,7 +73,8 @@ func (w *world) registry() (*saga.Registry, error) {
 				Timeout: 5 * time.Second, Retry: retry},
 			{Name: "charge", Topic: w.payCmd, Action: command("ChargePayment"), Compensation: command("RefundPayment"),
 				Timeout: w.chargeTimeout, Retry: retry, Parallel: w.parallel},
-			{Name: "confirm", Topic: w.stockCmd, Action: command("ConfirmReservation"), Timeout: 5 * time.Second, Retry: retry},
+			{Name: "confirm", Topic: w.stockCmd, Action: command("ConfirmReservation"), Timeout: 5 * time.Second, Retry: retry,
+				NoReply: w.noReply},
 		},
 		Deadline:    time.Minute,
 		OnCompleted: saga.Event{Topic: w.events, Type: "OrderConfirmed"},
@@ -339,6 +341,62 @@ func TestOrchestratorHappyPathAndCompensation(t *testing.T) {
 	kafkatest.WaitFor(t, 30*time.Second, "the duplicate start of "+ok[0]+" to be counted as ignored", func() bool {
 		return o.Stats().Ignored > 0 && w.snapshots(t)[ok[0]].State == saga.Completed
 	})
+}
+
+// A pivot that takes no reply: the saga completes in the transaction that
+// sends it, the participant answers nothing, and a participant that refuses
+// it dead-letters it with the reason instead.
+func TestOrchestratorNoReplyPivot(t *testing.T) {
+	w := newWorld(t, 2)
+	w.noReply = true
+	reg, err := w.registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.reg = reg
+	w.runOrchestrator(t, true)
+
+	ok, refused := ids("ok", 6), ids("refused", 2)
+	w.start(t, ok, func(int) testData { return testData{} })
+	w.start(t, refused, func(int) testData { return testData{Fail: "confirm"} })
+	all := append(append([]string{}, ok...), refused...)
+	snaps := w.waitTerminal(t, all, 60*time.Second)
+	cmds := w.commands(t)
+	for _, id := range all {
+		if s := snaps[id]; s.State != saga.Completed || !s.Steps[2].NoReply {
+			t.Errorf("%s: state %s, confirm NoReply %v; want Completed, true", id, s.State, s.Steps[2].NoReply)
+		}
+		if cmds[id+"/ConfirmReservation/action/1"] != 1 {
+			t.Errorf("%s: confirm sent %d times, want 1", id, cmds[id+"/ConfirmReservation/action/1"])
+		}
+	}
+	for _, r := range kafkatest.Read(t, w.brokers, w.stockCmd, kafkatest.ReadCommitted) {
+		if got := string(r.Header(saga.HeaderReply)); (string(r.Header(saga.HeaderType)) == "ConfirmReservation") != (got == saga.ReplyNone) {
+			t.Errorf("%s %s: reply header %q", r.Header(saga.HeaderSagaID), r.Header(saga.HeaderType), got)
+		}
+	}
+	var dead []kafkatx.Record
+	kafkatest.WaitFor(t, 30*time.Second, "the two refused confirms on the dead-letter topic", func() bool {
+		dead = kafkatest.Read(t, w.brokers, w.dlq, kafkatest.ReadCommitted)
+		return len(dead) >= len(refused)
+	})
+	for _, d := range dead {
+		id := string(d.Header(saga.HeaderSagaID))
+		if !strings.HasPrefix(id, "refused-") || string(d.Header(saga.HeaderType)) != "ConfirmReservation" ||
+			!strings.Contains(string(d.Header(kafkatx.HeaderDLQReason)), "waits for no reply: confirm refused by test") {
+			t.Errorf("dead letter %s %s: %q", id, d.Header(saga.HeaderType), d.Header(kafkatx.HeaderDLQReason))
+		}
+	}
+	if len(dead) != len(refused) {
+		t.Errorf("%d dead letters, want %d", len(dead), len(refused))
+	}
+	// Every reply on the stock topic is to a reservation: the confirms,
+	// refused or not, were answered by nobody.
+	for _, r := range kafkatest.Read(t, w.brokers, w.stockRep, kafkatest.ReadCommitted) {
+		if typ := string(r.Header(saga.HeaderType)); typ != "StockReserved" {
+			t.Errorf("%s: reply %s on the stock replies", r.Header(saga.HeaderSagaID), typ)
+		}
+	}
 }
 
 func TestOrchestratorTimeoutCompensatesAndIgnoresLateReply(t *testing.T) {

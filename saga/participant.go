@@ -89,6 +89,11 @@ func NewParticipant(cfg ParticipantConfig, h CommandHandler, log *zap.Logger) (*
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 64
 	}
+	if cfg.DeadLetterTopic == "" {
+		// Set here rather than only in the loop's config: a refused
+		// command that takes no reply goes there too (unanswered).
+		cfg.DeadLetterTopic = kafkatx.TopicSagaDeadLetter
+	}
 	p := &Participant{cfg: cfg, log: log.With(zap.String("topic", cfg.CommandTopic)), h: h}
 	loop, err := kafkatx.NewLanes(cfg.loop([]string{cfg.CommandTopic}), cfg.Lanes, p.handle, p.log)
 	if err != nil {
@@ -207,10 +212,40 @@ func (p *Participant) apply(ctx context.Context, r kafkatx.Record) (kafkatx.Mess
 	case err != nil:
 		return kafkatx.Message{}, fmt.Errorf("saga: %s %s for saga %s: %w", p.cfg.CommandTopic, cmd.Type, cmd.SagaID, err)
 	}
+	if cmd.NoReply {
+		return p.unanswered(r, cmd, reply)
+	}
 	if reply.Type == "" {
 		return kafkatx.Message{}, nil
 	}
 	return reply.Message(p.cfg.ReplyTopic), nil
+}
+
+// unanswered handles the handler's answer to a command that takes no reply
+// (Envelope.NoReply). A success sends nothing. A refusal is dead-lettered
+// with its reason, in the transaction that records it: no saga will hear
+// of it, so an operator must. A transient answer makes the batch transient,
+// as an error does, because nobody else would try the command again.
+func (p *Participant) unanswered(r kafkatx.Record, cmd, reply Envelope) (kafkatx.Message, error) {
+	if reply.Type == "" {
+		return kafkatx.Message{}, nil
+	}
+	rep, err := reply.Reply()
+	if err != nil {
+		// ReplyTo makes valid replies; this is a handler's bug, and its
+		// command is kept for an operator rather than retried forever.
+		return kafkatx.DeadLetter(p.cfg.DeadLetterTopic, r, fmt.Errorf("its handler answered with a bad reply: %w", err)), nil
+	}
+	switch rep.Outcome {
+	case Success:
+		return kafkatx.Message{}, nil
+	case Transient:
+		return kafkatx.Message{}, fmt.Errorf("saga: %s %s for saga %s failed transiently and takes no reply: %s",
+			p.cfg.CommandTopic, cmd.Type, cmd.SagaID, rep.Reason)
+	}
+	p.log.Warn("command refused; it takes no reply, so it is dead-lettered for an operator",
+		zap.String("saga_id", cmd.SagaID), zap.String("type", cmd.Type), zap.String("reason", rep.Reason))
+	return kafkatx.DeadLetter(p.cfg.DeadLetterTopic, r, fmt.Errorf("%s refused, and its saga waits for no reply: %s", cmd.Type, rep.Reason)), nil
 }
 
 // DecodeCommand checks that cmd is one of the command types a participant

@@ -67,6 +67,9 @@ func appendSnapshot(b []byte, in *Instance) ([]byte, bool) {
 			if s.Parallel {
 				b = append(b, `,"parallel":true`...)
 			}
+			if s.NoReply {
+				b = append(b, `,"no_reply":true`...)
+			}
 			stamp(`,"deadline":`, s.Deadline, true)
 			stamp(`,"retry_at":`, s.RetryAt, true)
 			b = append(b, '}')

@@ -123,6 +123,8 @@ type Outgoing struct {
 	CausationID string
 	// Traceparent is the saga's trace context, to be continued by Envelope.
 	Traceparent string
+	// NoReply marks a command of a step that takes no reply (Step.NoReply).
+	NoReply bool
 }
 
 // IsCommand reports whether o is a command to a participant rather than an end
@@ -255,6 +257,9 @@ func fits(def *Definition, inst *Instance) error {
 		if inst.Steps[k].Parallel && !canJoin(k, inst.Steps[k].Compensable) {
 			return fmt.Errorf("saga %q step %d is parallel but is the first step or cannot be compensated", inst.ID, k)
 		}
+		if inst.Steps[k].NoReply && inst.Steps[k].Compensable {
+			return fmt.Errorf("saga %q step %d takes no reply but can be compensated", inst.ID, k)
+		}
 	}
 	if inst.Step < 0 || inst.Step >= len(inst.Steps) {
 		return fmt.Errorf("saga %q: step index %d out of range", inst.ID, inst.Step)
@@ -302,7 +307,7 @@ func start(def *Definition, in Input) (*Instance, []Outgoing, error) {
 		Traceparent: s.Traceparent,
 	}
 	for k, st := range def.Steps {
-		i.Steps[k] = StepState{Name: st.Name, Compensable: st.Compensation != nil, Parallel: st.Parallel, Status: StepPending}
+		i.Steps[k] = StepState{Name: st.Name, Compensable: st.Compensation != nil, Parallel: st.Parallel, NoReply: st.NoReply, Status: StepPending}
 	}
 	if def.Deadline > 0 {
 		i.Deadline = in.At.Add(def.Deadline)
@@ -535,6 +540,18 @@ func (t *tx) beginStep(k int) {
 		s.Limit = t.def.Steps[j].Retry.Attempts()
 		t.send(j, PhaseAction, cmds[j-k])
 	}
+	t.unanswered(k)
+}
+
+// unanswered moves past step k, whose action was just sent, if the step
+// takes no reply (Step.NoReply): it is done once its command is committed,
+// which is in this transaction. Such a step is alone in its group, since
+// it cannot be compensated and so nothing joins it.
+func (t *tx) unanswered(k int) {
+	if t.i.Steps[k].NoReply && t.i.Steps[k].Status == StepRunning {
+		t.note("step %s sent (it takes no reply)", t.def.Steps[k].Name)
+		t.advance(k)
+	}
 }
 
 // advance moves past step k, whose action succeeded, once the other steps
@@ -630,6 +647,9 @@ func (t *tx) resend(k int) {
 		return
 	}
 	t.send(k, phase, cmd)
+	if phase == PhaseAction {
+		t.unanswered(k)
+	}
 }
 
 // cannotBuild handles a command of step k that its builder refused.
@@ -654,6 +674,7 @@ func (t *tx) send(k int, phase Phase, cmd Command) {
 	s.Deadline = t.at.Add(def.Timeout)
 	s.RetryAt = time.Time{}
 	t.out = append(t.out, Outgoing{
+		NoReply:     s.NoReply && phase == PhaseAction,
 		Topic:       def.Topic,
 		Type:        cmd.Type,
 		SagaID:      t.i.ID,

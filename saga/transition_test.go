@@ -801,3 +801,38 @@ func TestDecodeSnapshotMovesOldTimersToTheStep(t *testing.T) {
 		t.Errorf("charge-payment deadline %v, next timer %v", got.Steps[1].Deadline, got.NextTimer())
 	}
 }
+
+// A step that takes no reply is done in the transaction that sends it: the
+// order saga's pivot so marked ends the saga with the reservation and charge,
+// and a reply that comes anyway is ignored.
+func TestNoReplyStepEndsTheSagaAtOnce(t *testing.T) {
+	def := parallelOrder()
+	def.Steps[2].NoReply = true
+	inst := run(t, def, start(), ok(1, 1))
+	next, out, err := apply(t, def, inst, ok(0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos(next) != "Completed" || outs(out) != "ConfirmOrder 2/action#1, OrderConfirmed" || statuses(next) != "Done Done Done" {
+		t.Fatalf("%s sent [%s], steps %s", pos(next), outs(out), statuses(next))
+	}
+	if !out[0].NoReply || !out[0].Envelope().NoReply || out[1].NoReply {
+		t.Errorf("NoReply of the command %v (envelope %v), of the end event %v", out[0].NoReply, out[0].Envelope().NoReply, out[1].NoReply)
+	}
+	if !next.NextTimer().IsZero() || len(next.InFlight()) != 0 {
+		t.Errorf("next timer %v, in flight %v: the saga waits for nothing", next.NextTimer(), next.InFlight())
+	}
+	wantCause(t, next, len(next.History)-1, "step reserve-stock succeeded; step confirm-order sent (it takes no reply)")
+	if _, _, err := apply(t, def, next, ok(2, 1)); !errors.Is(err, saga.ErrIgnored) {
+		t.Errorf("a reply to the unanswered command: %v, want ErrIgnored", err)
+	}
+}
+
+// Steps after a step that takes no reply go out in the same transaction.
+func TestNoReplyStepBeforeAnother(t *testing.T) {
+	def := shippingSaga()
+	def.Steps[1].NoReply = true
+	inst := step(t, def, nil, start(), "Running(0)", "Reserve 0/action#1", "Running Pending Pending")
+	inst = step(t, def, inst, ok(0, 1), "Running(2)", "Confirm 1/action#1, Notify 2/action#1", "Done Done Running")
+	step(t, def, inst, ok(2, 1), "Completed", "Shipped", "Done Done Done")
+}

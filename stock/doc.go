@@ -17,7 +17,14 @@
 //
 //	ReserveStock (step reserve-stock, action)        → StockReserved / StockRejected
 //	ReleaseStock (step reserve-stock, compensation)  → StockReleased
-//	CommitStock  (step confirm-order, the pivot)     → StockCommitted
+//	CommitStock  (step confirm-order, the pivot)     → StockCommitted, or none
+//
+// The order saga sends CommitStock with no reply asked (the "reply: none"
+// header, saga.Step.NoReply): the order is Confirmed in the transaction that
+// sends it, and the participant runtime sends no StockCommitted. A commit
+// refused then (nothing reserved for the order: a bug, since nothing
+// releases a reservation once the pivot is sent) is dead-lettered with its
+// reason for an operator instead of answered.
 //
 // A reservation is all-or-nothing: one Lua script checks every line of the
 // order and then moves them all, or moves none and answers the shortfall
@@ -31,7 +38,7 @@
 //
 // # Errors
 //
-// The three kinds of STYLE.md, told apart by Handle:
+// Three kinds, told apart by Handle:
 //
 //   - business refusal (out of stock, a hanging reserve, a commit with
 //     nothing reserved): a reply with Outcome Failure and a reason for

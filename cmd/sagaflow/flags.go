@@ -20,10 +20,13 @@ func sagaTimingFlags(fs *flag.FlagSet, def orders.SagaConfig) func() orders.Saga
 	deadline := fs.Duration("deadline", def.Deadline, "how long a saga may take before it confirms; past it, it compensates")
 	parallel := fs.Bool("parallel", !def.Sequential,
 		"reserve stock and charge payment at once (one round trip less per order; an order out of stock may be charged, then refunded); false: charge after the stock is reserved")
+	await := fs.Bool("await-confirm", def.AwaitConfirm,
+		"an order is Confirmed only once stock answered its commit (one round trip more per order); false: the commit goes out with the confirmation and stock applies it just after")
 	return func() orders.SagaConfig {
 		c := def
 		c.StepTimeout, c.Attempts, c.Backoff, c.MaxBackoff, c.Deadline = *timeout, *attempts, *backoff, *maxBackoff, *deadline
 		c.Sequential = !*parallel
+		c.AwaitConfirm = *await
 		return c
 	}
 }

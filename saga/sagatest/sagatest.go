@@ -9,7 +9,9 @@
 //     (no new version, no new command) and the run ends as the plain one;
 //   - a failure injected at each step in turn, up to the pivot: the saga is
 //     cancelled and nothing is left behind (every effect undone, no command
-//     for a step after the failed one and the steps parallel to it);
+//     for a step after the failed one and the steps parallel to it). A
+//     pivot that takes no reply (saga.Step.NoReply) is left out: the saga
+//     never hears its outcome, and its participant dead-letters a refusal;
 //   - the same with every compensation delivered twice.
 //
 // The tests drive the pure state machine (saga.Transition) against a model
@@ -65,6 +67,9 @@ func Run(t *testing.T, def *saga.Definition, data json.RawMessage) {
 		}
 	}
 	for k := 0; k <= pivot && k < len(def.Steps); k++ {
+		if def.Steps[k].NoReply {
+			continue
+		}
 		for _, twice := range []int{1, 2} {
 			name := fmt.Sprintf("fail-at-%s", def.Steps[k].Name)
 			if twice == 2 {
@@ -125,6 +130,9 @@ func drive(t *testing.T, def *saga.Definition, data json.RawMessage, failAt, act
 		var reply saga.Reply
 		for range times {
 			reply = w.deliver(*cmd, failAt)
+		}
+		if cmd.NoReply {
+			continue // the saga moved on when it sent it
 		}
 		in := next()
 		in.Kind, in.Reply = saga.KindReply, reply

@@ -667,6 +667,11 @@ const SUCCEEDED = {
   'charge-payment': 'The payment went through.',
   'confirm-order': 'The order was confirmed; the reserved items are now sold.',
 };
+// SENT is for a step whose command the saga sends without waiting for an
+// answer (saga.Step.NoReply): done as it is sent.
+const SENT = {
+  'confirm-order': 'The order was confirmed; the stock service now turns the reserved items into sold ones.',
+};
 const COMPENSATED = {
   'reserve-stock': 'Undone: the reserved stock was released.',
   'charge-payment': 'Undone: the payment was refunded (or, if it never went through, called off).',
@@ -677,6 +682,7 @@ const CAUSES = [
   [/^saga started$/, () => (parallelSteps() ? 'The saga started with steps 1 and 2, at the same time.' : 'The saga started with step 1.')],
   [/^waiting for step (\S+)$/, (m) => `Waiting for ${lower(stepInfo(m[1]).title)}.`],
   [/^step (\S+) succeeded$/, (m) => SUCCEEDED[m[1]] || `${stepInfo(m[1]).title} succeeded.`],
+  [/^step (\S+) sent \(it takes no reply\)$/, (m) => SENT[m[1]] || `${stepInfo(m[1]).title}: sent; the saga does not wait for an answer.`],
   [/^step (\S+) failed(?:: (.+))?$/, (m) => `${stepInfo(m[1]).title} failed${m[2] ? `: ${m[2]}` : ''}.`],
   [/^step (\S+) compensated$/, (m) => COMPENSATED[m[1]] || `Undone: ${lower(stepInfo(m[1]).title)}.`],
   [/^step (\S+) timed out after (\S+) \(attempt (\d+)\/(\d+)\)$/,
