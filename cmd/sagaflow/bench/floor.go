@@ -19,9 +19,10 @@ const (
 // MeasureFloor times n single transactional hops on brokers, one after the
 // other: a record produced to an input topic, copied by a kafkatx.Loop with
 // the services' default settings in one transaction, and seen by a
-// read_committed reader of the output. An order crosses 6 such hops (8 with
-// the orchestrator's -parallel=false), so 6 x the floor's p50 is the
-// end-to-end latency this broker allows at idle.
+// read_committed reader of the output. An order crosses 4 such hops on its
+// way to Confirmed (8 with the orchestrator's -parallel=false
+// -await-confirm), so 4 x the floor's p50 is the end-to-end latency this
+// broker allows at idle.
 func MeasureFloor(ctx context.Context, brokers string, n int) (Quantiles, error) {
 	if err := kafkatx.CreateTopics(ctx, brokers, []kafkatx.TopicSpec{{Name: floorIn, Partitions: 1}, {Name: floorOut, Partitions: 1}}); err != nil {
 		return Quantiles{}, err
