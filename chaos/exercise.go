@@ -384,9 +384,11 @@ func (r *run) gather(ctx context.Context, healed time.Time) (facts, error) {
 		return f, err
 	}
 	st, pay := stores.Stock, stores.Payment
+	began := time.Now()
 	if f.Uncommitted, err = waitCommitted(ctx, st, f.Snapshots, r.cfg.Drain); err != nil {
 		return f, err
 	}
+	r.say("stock's commits: %d Completed orders not committed after waiting %s", len(f.Uncommitted), time.Since(began).Round(time.Millisecond))
 	if f.Products, err = st.Products(ctx); err != nil {
 		return f, fmt.Errorf("chaos: read stock: %w", err)
 	}
