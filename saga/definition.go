@@ -91,8 +91,8 @@ type Step struct {
 	// saga can only go forward.
 	Compensation Builder
 	// Timeout is how long one attempt (of the action or the compensation) may
-	// wait for its reply. Required: without it a lost reply would hang the
-	// saga forever.
+	// wait for its reply. Required, except for a step that takes no reply
+	// (NoReply): without it a lost reply would hang the saga forever.
 	Timeout time.Duration
 	// Retry bounds the attempts of the action and, separately, of the
 	// compensation.
