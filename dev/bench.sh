@@ -3,7 +3,7 @@
 # payment, orchestrator, orders) on the dev Kafka and Redis, drive it with
 # `sagaflow bench`, then stop the services. `make bench` calls it.
 #
-#   dev/bench.sh                    the standard set: idle, 32 clients, 1,000/s, saturation
+#   dev/bench.sh                    the standard set: idle, sparse (one order every 5 s), 32 clients, 1,000/s, saturation
 #   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
 #
 # Knobs (environment): BENCH_PARTITIONS (4, the services' default: the
@@ -420,6 +420,11 @@ if (($# > 0)); then
 fi
 D=${BENCH_DURATION:-30s}
 bench idle -clients 1 -duration 10s
+# One order every 5 s: the loops sit idle between orders, as on a quiet day.
+# The idle run above never lets a connection fall idle; this one caught
+# producers that closed theirs after 5 s and reconnected, with a growing
+# backoff, for every order (seconds an order).
+bench sparse -rate 0.2 -duration 60s
 bench closed -clients "${BENCH_CLIENTS:-32}" -duration "$D"
 profilers=()
 if [[ ${BENCH_PPROF:-0} == 1 ]]; then

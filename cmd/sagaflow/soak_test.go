@@ -38,6 +38,31 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 		t.Fatalf("warm-up: %v, %+v; the system's log:\n%s", err, res, logTail(sys.out.String(), 150))
 	}
 
+	// Orders seconds apart, with every loop idle between them: how most
+	// systems spend most of their day. An earlier build closed a
+	// producer's connections after 3 to 5 s idle, so each of these orders
+	// reconnected, and librdkafka's reconnect backoff doubles for each
+	// reconnect less than 10 s after the one before: from the seventh or
+	// so, an order waited seconds at each hop (2 to 13 s an order in a
+	// `make bench` run). The bound is a stall's, not a speed target:
+	// under two CPU hogs and -race one such order takes a fraction of it.
+	t.Run("sparse", func(t *testing.T) {
+		const gap, orders, stall = 5500 * time.Millisecond, 12, 1500 * time.Millisecond
+		res, err := bench.Run(ctx, bench.Config{Via: "http", URL: url, Brokers: brokers, Rate: float64(time.Second) / float64(gap),
+			Duration: orders * gap, Drain: 60 * time.Second, FloorSamples: 1}, bench.NewHTTPPlacer(url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("one order every %s: %d sent, %d ended, p50 %s max %s", gap, res.Sent, res.Ended, res.Latency.P50, res.Latency.Max)
+		if res.Sent < orders-1 || res.Unfinished != 0 || res.Ended != res.Sent {
+			t.Fatalf("%d sent, %d ended, %d unfinished (errors %v); want at least %d, all ended", res.Sent, res.Ended, res.Unfinished, res.Errors, orders-1)
+		}
+		if res.Latency.Max > stall {
+			t.Errorf("an order alone on an idle system took %s to end (p50 %s): a stall; the system's log:\n%s",
+				res.Latency.Max, res.Latency.P50, logTail(sys.out.String(), 150))
+		}
+	})
+
 	for _, c := range []struct {
 		name string
 		rate float64

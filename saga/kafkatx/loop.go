@@ -1236,19 +1236,14 @@ func (l *Loop) createProducer() error {
 		// routinely, and the default cap of 1s turned a few of them into
 		// waits of hundreds of milliseconds.
 		"retry.backoff.max.ms": 20,
-		// librdkafka (2.10 and later, issue 5511) can keep a dead broker
-		// cached as the group coordinator after the broker left the
-		// metadata; send_offsets_to_transaction then waits, past its
-		// timeout (issue 5456), until some broker connection of this
-		// producer goes up or down (rd_kafka_coord_rkb_monitor_cb), which
-		// may never happen. A wedged loop sends nothing, so its
-		// connections fall idle: closing idle ones is such a change, and
-		// the coordinator is looked up afresh. (The 3-node tests met this
-		// wedge after a broker kill: once in
-		// TestFailoverCoordinatorKilledMidTransaction, once in the chaos
-		// suite. It is rare, so this is reasoned from librdkafka's source
-		// rather than measured; WedgeTimeout stays the backstop.)
-		"connections.max.idle.ms": 5000,
+		// connections.max.idle.ms stays at librdkafka's 0: idle connections
+		// are kept. Closing them after 5 s (meant to wake a
+		// send_offsets_to_transaction wedged on a dead coordinator,
+		// librdkafka issues 5456 and 5511, which it did not reliably do)
+		// made every order on a quiet system reconnect at each hop, and
+		// librdkafka's reconnect backoff doubles for each reconnect less
+		// than 10 s after the one before: orders a few seconds apart took
+		// seconds each (docs/failover.md). WedgeTimeout answers the wedge.
 	}
 	// The request counts of the progress line (requests.go).
 	cm["statistics.interval.ms"] = int(reportEvery.Milliseconds())

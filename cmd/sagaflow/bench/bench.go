@@ -242,7 +242,7 @@ func Run(ctx context.Context, cfg Config, placer Placer) (*Result, error) {
 	progressDone := make(chan struct{})
 	go r.progress(ctx, progressDone)
 	if cfg.Rate > 0 {
-		res.Mode = fmt.Sprintf("open loop, %.0f sagas/s", cfg.Rate)
+		res.Mode = fmt.Sprintf("open loop, %s sagas/s", strconv.FormatFloat(cfg.Rate, 'g', 4, 64))
 		res.Behind = r.openLoop(lctx)
 	} else {
 		res.Mode = fmt.Sprintf("closed loop, %d clients", cfg.Clients)
