@@ -220,12 +220,18 @@ func FollowSince(ctx context.Context, brokers string, topics []string, since map
 }
 
 // Tail is Follow from the end: it skips what the topics hold already, calls
-// ready once it is positioned (a record produced after that is seen), then
+// ready once it is positioned and fetching every partition (a record
+// produced after that is seen, without waiting for a fetch; about 0.6 s
+// after it starts), then
 // calls fn for every committed record that arrives, until ctx is done. For
 // watchers such as `sagaflow bench`, which care about what they caused.
 func Tail(ctx context.Context, brokers string, topics []string, ready func(), fn func(Record)) error {
 	return follow(ctx, brokers, topics, true, nil, ready, nil, fn)
 }
+
+// followFetchWait is how long a follower's fetch waits at the broker for
+// records (librdkafka's default, stated because ready depends on it).
+const followFetchWait = 500 * time.Millisecond
 
 func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, since map[string]time.Time, ready, caughtUp func(), fn func(Record)) error {
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
@@ -237,6 +243,7 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 		// stable offset, past any transaction markers) is reported, so
 		// caughtUp needs no offset arithmetic of its own.
 		"enable.partition.eof": caughtUp != nil,
+		"fetch.wait.max.ms":    int(followFetchWait.Milliseconds()),
 	})
 	if err != nil {
 		return fmt.Errorf("kafkatx: follower: %w", err)
@@ -294,8 +301,19 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 	if err := c.Assign(assign); err != nil {
 		return fmt.Errorf("kafkatx: assign: %w", err)
 	}
+	// librdkafka keeps one fetch in flight per broker, and a partition
+	// that becomes fetchable while one is out joins the next: the first
+	// fetch after Assign may leave some partitions out, and a record on
+	// them then waits for that fetch to come back, up to
+	// fetch.wait.max.ms. So ready, which tells a watcher that what it
+	// causes next is seen at once, waits out one such fetch. (sagaflow
+	// bench's first order of a run took 501 ms in some runs, its others
+	// tens of milliseconds.) A timer calls it, not the poll loop: fn may
+	// block until ready has been called (bench's floor hands records to a
+	// reader that starts then).
 	if ready != nil {
-		ready()
+		t := time.AfterFunc(followFetchWait+100*time.Millisecond, ready)
+		defer t.Stop()
 	}
 	behind := map[TopicPartition]bool{}
 	for _, tp := range assign {
