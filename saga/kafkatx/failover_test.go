@@ -21,8 +21,9 @@ import (
 // offset commits), then the transaction coordinator again. The group is
 // chosen so that one broker first coordinates both: losing it wedged
 // librdkafka's send_offsets_to_transaction (librdkafka issues 5456 and
-// 5511; Config.WedgeTimeout answers it). The loop must carry on by itself while that broker is down (another one takes the
-// coordinator's partition over), and a read_committed reader must see every
+// 5511; Config.WedgeTimeout answers it). The loop must carry on by itself
+// while that broker is down (another one takes the coordinator's
+// partition over), and a read_committed reader must see every
 // input exactly once. This is how the 3-node cluster failed before
 // the loop recreated a producer fenced without a rebalance: the coordinator
 // that moved with the broker aborted the transaction and bumped the epoch,
