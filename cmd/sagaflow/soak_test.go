@@ -43,9 +43,9 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 	// producer's connections after 3 to 5 s idle, so each of these orders
 	// reconnected, and librdkafka's reconnect backoff doubles for each
 	// reconnect less than 10 s after the one before: from the seventh or
-	// so, an order waited seconds at each hop (2 to 13 s an order in a
-	// `make bench` run). The bound is a stall's, not a speed target:
-	// under two CPU hogs and -race one such order takes a fraction of it.
+	// so, an order waited seconds at each hop (up to 13.5 s an order in a
+	// dev/bench.sh run of one order every 8 s). The bound is a stall's, not
+	// a speed target: under -race one such order takes a tenth of it.
 	t.Run("sparse", func(t *testing.T) {
 		const gap, orders, stall = 5500 * time.Millisecond, 12, 1500 * time.Millisecond
 		res, err := bench.Run(ctx, bench.Config{Via: "http", URL: url, Brokers: brokers, Rate: float64(time.Second) / float64(gap),
