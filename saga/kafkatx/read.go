@@ -220,11 +220,11 @@ func FollowSince(ctx context.Context, brokers string, topics []string, since map
 }
 
 // Tail is Follow from the end: it skips what the topics hold already, calls
-// ready once it is positioned and fetching every partition (a record
-// produced after that is seen, without waiting for a fetch; about 0.6 s
-// after it starts), then
-// calls fn for every committed record that arrives, until ctx is done. For
-// watchers such as `sagaflow bench`, which care about what they caused.
+// ready once it is positioned and its first fetch has had time to return
+// (about 0.6 s after it starts; a record produced after that is seen
+// without waiting out a fetch), then calls fn for every committed record
+// that arrives, until ctx is done. For watchers such as `sagaflow bench`,
+// which care about what they caused.
 func Tail(ctx context.Context, brokers string, topics []string, ready func(), fn func(Record)) error {
 	return follow(ctx, brokers, topics, true, nil, ready, nil, fn)
 }
