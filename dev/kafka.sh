@@ -276,6 +276,15 @@ group.initial.rebalance.delay.ms=0
 # cycles. 1 node: 12 s, longer than a chaos pause (see the top of the script).
 broker.heartbeat.interval.ms=1000
 broker.session.timeout.ms=$(session_ms "$n")
+
+# A restarting broker gives up and exits when the controller has not taken
+# its registration within this time (Kafka's default, 60 s). On a starved
+# machine the quorum can take that long to fence the killed node's old
+# registration (a CI run beside two CPU hogs saw the controller spend 22 s
+# on one fencing, and the restarted node give up and exit), and a node that
+# exits leaves the cluster short. It may try for as long as `start` waits
+# for it.
+initial.broker.registration.timeout.ms=$((WAIT * 1000))
 EOF
 	if ((${#SERVER_PROPS[@]})); then
 		printf '\n# KAFKA_SERVER_PROPS\n' >>"$dir/server.properties"
