@@ -18,8 +18,13 @@ import (
 // saga state's first partition. The load runs 45 s past the last kill's
 // time, and on a machine so slow that the restarts push the kills past it,
 // until they are all done (chaos.Config.Faults). No process may exit, every
-// accepted order must end within a minute of the last restart, and every
-// invariant of the chaos suite must hold. Before the failover work, one
+// accepted order must end within two minutes of the heal, and every
+// invariant of the chaos suite must hold. Two minutes, as `sagaflow chaos`
+// allows, because a transactional call that librdkafka wedges during the
+// last restart is given up only after kafkatx's WedgeTimeout (50 s), and
+// the new consumer and producer then rejoin and fence before the backlog
+// moves: one minute failed beside two CPU hogs with every order still
+// ending, 830 of 840 at the deadline. Before the failover work, one
 // such kill stopped the orchestrator ("fenced") and left the stock
 // participant alive and idle, and no saga ended.
 func TestFailoverSystemSurvivesBrokerKills(t *testing.T) {
@@ -31,7 +36,7 @@ func TestFailoverSystemSurvivesBrokerKills(t *testing.T) {
 		faults = append(faults, chaos.Fault{At: time.Duration(10+20*i) * time.Second, Kind: chaos.KillBroker, Target: target, Hold: hold})
 	}
 	var progress kafkatest.Buffer
-	rep, err := chaos.Run(context.Background(), chaos.Config{Seed: 9, Duration: 115 * time.Second, Drain: time.Minute,
+	rep, err := chaos.Run(context.Background(), chaos.Config{Seed: 9, Duration: 115 * time.Second, Drain: 2 * time.Minute,
 		Rate: 10, Clients: 32, Faults: faults, Brokers: brokers, Kafka: nodes, Launch: testLauncher, Dir: keptOnFailure(t),
 		Progress: &progress})
 	if err != nil {
