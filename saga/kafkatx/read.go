@@ -134,11 +134,21 @@ type watermarks struct{ lo, hi int64 }
 // query uses the client's isolation level, and a read_committed one is
 // answered the last stable offset.
 func highWatermarks(ctx context.Context, brokers, topic string, partitions []int32) (map[int32]watermarks, error) {
+	return queryWatermarks(ctx, brokers, topic, partitions, "read_uncommitted")
+}
+
+// stableEnds returns each partition's last stable offset, the end a
+// read_committed reader sees, as the hi of its watermarks.
+func stableEnds(ctx context.Context, brokers, topic string, partitions []int32) (map[int32]watermarks, error) {
+	return queryWatermarks(ctx, brokers, topic, partitions, "read_committed")
+}
+
+func queryWatermarks(ctx context.Context, brokers, topic string, partitions []int32, isolation string) (map[int32]watermarks, error) {
 	newClient := func() (*kafka.Consumer, error) {
 		c, err := kafka.NewConsumer(&kafka.ConfigMap{
 			"bootstrap.servers": brokers,
 			"group.id":          "_sagaflow.reader",
-			"isolation.level":   "read_uncommitted",
+			"isolation.level":   isolation,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("kafkatx: reader: %w", err)
@@ -255,16 +265,21 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 		if err != nil {
 			return err
 		}
+		// The end now, not OffsetEnd, which is looked up later and could
+		// skip records produced in between. Asked as highWatermarks asks,
+		// again while the topic's leader is still being elected: a CI run
+		// beside CPU hogs had sagaflow bench's floor, whose topic had just
+		// been made, fail on "Not leader for partition".
+		var ends map[int32]watermarks
+		if fromEnd {
+			if ends, err = stableEnds(ctx, brokers, t, parts); err != nil {
+				return err
+			}
+		}
 		for _, p := range parts {
 			off := kafka.OffsetBeginning
 			if fromEnd {
-				// The high watermark now, not OffsetEnd, which is looked up
-				// later and could skip records produced in between.
-				_, high, err := c.QueryWatermarkOffsets(t, p, timeoutMs(ctx, 10_000))
-				if err != nil {
-					return fmt.Errorf("kafkatx: end of %s[%d]: %w", t, p, err)
-				}
-				off = kafka.Offset(high)
+				off = kafka.Offset(ends[p].hi)
 			}
 			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p, Offset: off})
 		}
