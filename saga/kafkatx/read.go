@@ -134,21 +134,11 @@ type watermarks struct{ lo, hi int64 }
 // query uses the client's isolation level, and a read_committed one is
 // answered the last stable offset.
 func highWatermarks(ctx context.Context, brokers, topic string, partitions []int32) (map[int32]watermarks, error) {
-	return queryWatermarks(ctx, brokers, topic, partitions, "read_uncommitted")
-}
-
-// stableEnds returns each partition's last stable offset, the end a
-// read_committed reader sees, as the hi of its watermarks.
-func stableEnds(ctx context.Context, brokers, topic string, partitions []int32) (map[int32]watermarks, error) {
-	return queryWatermarks(ctx, brokers, topic, partitions, "read_committed")
-}
-
-func queryWatermarks(ctx context.Context, brokers, topic string, partitions []int32, isolation string) (map[int32]watermarks, error) {
 	newClient := func() (*kafka.Consumer, error) {
 		c, err := kafka.NewConsumer(&kafka.ConfigMap{
 			"bootstrap.servers": brokers,
 			"group.id":          "_sagaflow.reader",
-			"isolation.level":   isolation,
+			"isolation.level":   "read_uncommitted",
 		})
 		if err != nil {
 			return nil, fmt.Errorf("kafkatx: reader: %w", err)
@@ -198,6 +188,28 @@ func queryWatermarks(ctx context.Context, brokers, topic string, partitions []in
 		}
 	}
 	return out, nil
+}
+
+// stableEnd asks c, a read_committed client, for the end of a partition (its
+// last stable offset), again while the partition's leader is being elected,
+// for at most 30 s or until ctx ends. A CI run beside CPU hogs had sagaflow
+// bench's floor, whose topic had just been made, fail on "Not leader for
+// partition". The follower's own client asks, not a new one: the query
+// connects it to the partition's leader, and its first fetch after Assign
+// then goes out at once (with a new client, in 2 of 46 short bench runs the
+// first order was seen about 340 ms late; see Tail).
+func stableEnd(ctx context.Context, c *kafka.Consumer, topic string, p int32) (int64, error) {
+	end := time.Now().Add(30 * time.Second)
+	for {
+		_, high, err := c.QueryWatermarkOffsets(topic, p, timeoutMs(ctx, 10_000))
+		if err == nil {
+			return high, nil
+		}
+		if !metadataLags(err) || ctx.Err() != nil || time.Now().After(end) {
+			return 0, fmt.Errorf("kafkatx: end of %s[%d]: %w", topic, p, err)
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
 }
 
 func toRecord(m *kafka.Message) Record {
@@ -265,21 +277,16 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 		if err != nil {
 			return err
 		}
-		// The end now, not OffsetEnd, which is looked up later and could
-		// skip records produced in between. Asked as highWatermarks asks,
-		// again while the topic's leader is still being elected: a CI run
-		// beside CPU hogs had sagaflow bench's floor, whose topic had just
-		// been made, fail on "Not leader for partition".
-		var ends map[int32]watermarks
-		if fromEnd {
-			if ends, err = stableEnds(ctx, brokers, t, parts); err != nil {
-				return err
-			}
-		}
 		for _, p := range parts {
 			off := kafka.OffsetBeginning
 			if fromEnd {
-				off = kafka.Offset(ends[p].hi)
+				// The end now, not OffsetEnd, which is looked up later
+				// and could skip records produced in between.
+				high, err := stableEnd(ctx, c, t, p)
+				if err != nil {
+					return err
+				}
+				off = kafka.Offset(high)
 			}
 			assign = append(assign, kafka.TopicPartition{Topic: &t, Partition: p, Offset: off})
 		}
