@@ -23,8 +23,8 @@ import (
 // allows, because a transactional call that librdkafka wedges during the
 // last restart is given up only after kafkatx's WedgeTimeout (50 s), and
 // the new consumer and producer then rejoin and fence before the backlog
-// moves: one minute failed beside two CPU hogs with every order still
-// ending, 830 of 840 at the deadline. Before the failover work, one
+// moves: one minute failed beside two CPU hogs with orders still ending
+// (830 of 840 had in its last progress line). Before the failover work, one
 // such kill stopped the orchestrator ("fenced") and left the stock
 // participant alive and idle, and no saga ended.
 func TestFailoverSystemSurvivesBrokerKills(t *testing.T) {
