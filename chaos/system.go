@@ -173,6 +173,13 @@ func (p *proc) armNext(env ...string) {
 	p.signal(syscall.SIGKILL, 0)
 }
 
+// stopped reports whether stop was called: the process is down for good.
+func (p *proc) stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopping
+}
+
 // stop sends SIGTERM (SIGCONT first, in case it is paused) and waits up to
 // bound for the exit, then kills. It reports whether the stop was prompt.
 func (p *proc) stop(bound time.Duration) bool {
