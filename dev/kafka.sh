@@ -282,7 +282,7 @@ broker.session.timeout.ms=$(session_ms "$n")
 # machine the quorum can take that long to fence the killed node's old
 # registration (a CI run beside two CPU hogs saw the controller spend 22 s
 # on one fencing, and the restarted node give up and exit), and a node that
-# exits leaves the cluster short. It may try for as long as `start` waits
+# exits leaves the cluster short. It may try for as long as start waits
 # for it.
 initial.broker.registration.timeout.ms=$((WAIT * 1000))
 EOF
@@ -385,6 +385,18 @@ start_node() {
 	# with both compilers, 5.7 and 6.5 s with C1 alone. Next to the failover
 	# test's seven -race services and two hogs, a node took 150 s and more.
 	if ((n == 3)); then flags+=(-XX:TieredStopAtLevel=1); fi
+	# The 3-node nodes stand in for three machines of their own, so a CPU
+	# hog on this box should slow the services under test, not the brokers
+	# they run on. setsid gives each JVM a scheduling group of its own (the
+	# kernel's autogroup, one per session), and nice -5 on that group
+	# (sched(7); root only, else left at 0) gives it three times a hog's
+	# weight. Beside two `yes` hogs in the test's session, the system
+	# failover test took 245 s at a load average of 40 to 80 with the groups
+	# at 0, and 161 s at about 8 with them at -5; a CI run with them at 0
+	# failed there, its controllers 25 s on one event and a transaction
+	# coordinator 20 s loading one transaction.
+	local group_nice=0
+	if ((n == 3)); then group_nice=-5; fi
 	say "kafka: starting node $i ($what)"
 	{
 		echo
@@ -396,7 +408,7 @@ start_node() {
 	(
 		cd "$dir"
 		exec 9>&- # the JVM must not inherit (and hold) the dev/ lock
-		exec setsid java "${HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "${flags[@]}" "${JVM_OPTS[@]}" \
+		exec setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec "$@"' "$group_nice" java "${HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "${flags[@]}" "${JVM_OPTS[@]}" \
 			-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
 			-Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$LOG4J" \
 			-cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
