@@ -22,10 +22,12 @@ type Kafka struct {
 	// StaticMembership keeps the partitions of a restarted instance without
 	// a rebalance (see kafkatx.Config.StaticMembership).
 	StaticMembership bool
-	// MaxBatch, MaxInterval, TransactionTimeout and SessionTimeout bound each
-	// transaction; zero takes kafkatx's defaults.
+	// MaxBatch, MaxInterval, BatchWait, TransactionTimeout and
+	// SessionTimeout bound each transaction; zero takes kafkatx's defaults
+	// (for BatchWait, no wait: kafkatx.Config.BatchWait).
 	MaxBatch           int
 	MaxInterval        time.Duration
+	BatchWait          time.Duration
 	TransactionTimeout time.Duration
 	// Linger is the transactional producers' linger (kafkatx.Config.Linger):
 	// zero takes kafkatx.DefaultLinger, negative sends each record at once.
@@ -69,6 +71,7 @@ func (k Kafka) loop(topics []string) kafkatx.Config {
 		StaticMembership:   k.StaticMembership,
 		MaxBatch:           k.MaxBatch,
 		MaxInterval:        k.MaxInterval,
+		BatchWait:          k.BatchWait,
 		Linger:             k.Linger,
 		TransactionTimeout: k.TransactionTimeout,
 		SessionTimeout:     k.SessionTimeout,

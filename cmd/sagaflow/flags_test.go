@@ -36,3 +36,35 @@ func TestLingerFlagReachesTheLoops(t *testing.T) {
 		t.Error("-linger -1ms was accepted")
 	}
 }
+
+// -batch-wait reaches the loops as given, and a wait past -max-interval (a
+// batch would close before its wait ended) or below zero is refused.
+func TestBatchWaitFlagReachesTheLoops(t *testing.T) {
+	parse := func(args ...string) (*infra, error) {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		in := infraFlags(fs)
+		_, err := in.parse(fs, args, "test")
+		return in, err
+	}
+	for _, c := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, 0},
+		{[]string{"-batch-wait", "3ms"}, 3e6},
+	} {
+		in, err := parse(c.args...)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if got := int64(in.wire().Kafka.BatchWait); got != c.want {
+			t.Errorf("%v: saga.Kafka.BatchWait %d ns, want %d", c.args, got, c.want)
+		}
+	}
+	for _, args := range [][]string{{"-batch-wait", "-1ms"}, {"-batch-wait", "60ms", "-max-interval", "50ms"}} {
+		if _, err := parse(args...); err == nil {
+			t.Errorf("%v was accepted", args)
+		}
+	}
+}

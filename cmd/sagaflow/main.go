@@ -140,7 +140,7 @@ type infra struct {
 	partitions, lanes, maxBatch      *int
 	redisPool                        *int
 	static                           *bool
-	maxInterval, linger              *time.Duration
+	maxInterval, linger, batchWait   *time.Duration
 }
 
 // infraFlags registers --kafka, --redis, --instance, --partitions and
@@ -166,6 +166,9 @@ func infraFlags(fs *flag.FlagSet) *infra {
 			"without waiting for the session timeout or a rebalance; a stopped one holds them until the timeout"),
 		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),
 		maxInterval: fs.Duration("max-interval", 50*time.Millisecond, "longest a record waits for its batch to close under continuous load"),
+		batchWait: fs.Duration("batch-wait", 0, "stock, payment, orchestrator: while busy (the last batch held more than one record), "+
+			"how long a batch stays open for more: fewer, larger transactions, but a loop that is the bottleneck loses the wait; "+
+			"a loop that was idle commits at once; 0 never waits (docs/performance.md)"),
 		linger: fs.Duration("linger", kafkatx.DefaultLinger, "stock, payment, orchestrator: how long a record produced in a transaction waits for others "+
 			"to share its request to Kafka (librdkafka's linger.ms): fewer requests under load; the commit sends what is held at once, "+
 			"so no record waits past its transaction; 0 sends at once (docs/performance.md)"),
@@ -189,6 +192,9 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 	}
 	if *in.linger < 0 || *in.linger > 5*time.Second {
 		return nil, fmt.Errorf("-linger must be between 0 and 5s; got %s", *in.linger)
+	}
+	if *in.batchWait < 0 || *in.batchWait > *in.maxInterval {
+		return nil, fmt.Errorf("-batch-wait must be between 0 and -max-interval (%s); got %s", *in.maxInterval, *in.batchWait)
 	}
 	log, err := in.logger()
 	if err != nil {
@@ -223,7 +229,7 @@ func (in *infra) wire() wire.Config {
 		linger = -1 // saga.Kafka's zero is the default; negative is none
 	}
 	k := saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
-		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: linger}
+		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: linger, BatchWait: *in.batchWait}
 	if *in.namespace != "" {
 		k.Group = *in.namespace // each part's group is NS-part
 	}

@@ -225,6 +225,10 @@ type Loop struct {
 
 	batch      []Record
 	batchStart time.Time
+	// busy is the size of the last batch committed, or 0 once the loop
+	// has found nothing to poll since: whether a new batch waits for more
+	// (Config.BatchWait).
+	busy int
 	// next is the lowest offset still expected per partition. Records below
 	// it are leftovers fetched before a seek back and are dropped, so a
 	// record is never handled twice within one process.
@@ -479,18 +483,13 @@ func (l *Loop) run(ctx context.Context) error {
 	report := newReporter(l)
 	for ctx.Err() == nil && l.stop == nil {
 		report.maybe()
-		// With a batch in hand the poll only asks whether more is ready
-		// already: a batch waits for nothing that has not arrived, so at low
-		// load a hop costs one transaction, and under load batches grow by
-		// themselves while the previous commit runs (group commit).
-		wait := 100
-		if len(l.batch) > 0 {
-			wait = 0
-		}
 		idle := false
-		switch ev := l.consumer.Poll(wait).(type) {
+		switch ev := l.consumer.Poll(pollWait(len(l.batch), l.busy, time.Since(l.batchStart), l.cfg.BatchWait)).(type) {
 		case nil:
 			idle = true
+			if len(l.batch) == 0 {
+				l.busy = 0
+			}
 		case *kafka.Message:
 			l.add(ev)
 		case kafka.Error:
@@ -578,6 +577,23 @@ func (l *Loop) add(m *kafka.Message) {
 	l.polled = append(l.polled, now)
 }
 
+// pollWait is how long the loop's next poll waits for a record, in
+// milliseconds. Without a batch in hand, 100 (the loop's tick). With one,
+// the poll only asks whether more is ready already, so at low load a hop
+// costs one transaction, and under load batches grow by themselves while
+// the previous commit runs (group commit); while busy (the batch before
+// held more than one record) the batch waits up to batchWait from its
+// first record for more, which makes batches larger still.
+func pollWait(batch, busy int, open, batchWait time.Duration) int {
+	switch {
+	case batch == 0:
+		return 100
+	case busy <= 1 || open >= batchWait:
+		return 0
+	}
+	return int((batchWait - open + time.Millisecond - 1) / time.Millisecond)
+}
+
 type recordID struct {
 	tp  TopicPartition
 	off int64
@@ -591,6 +607,7 @@ func (l *Loop) flush(ctx context.Context) bool {
 	}
 	batch, polled := l.batch, l.polled
 	l.batch, l.polled = nil, nil
+	l.busy = len(batch)
 	poison := map[recordID][]Message{}
 	for {
 		if l.stop != nil {
