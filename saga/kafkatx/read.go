@@ -224,6 +224,10 @@ func toRecord(m *kafka.Message) Record {
 	return r
 }
 
+// followCloseTimeout bounds a follower's close: it holds no group and no
+// offsets, so nothing is lost by leaving a hung close behind.
+const followCloseTimeout = 10 * time.Second
+
 // Follow calls fn for every committed record of topics, from the beginning
 // and then as records arrive, until ctx is done. It joins no group: every
 // reader sees every partition, which is what a read model that rebuilds its
@@ -270,7 +274,10 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 	if err != nil {
 		return fmt.Errorf("kafkatx: follower: %w", err)
 	}
-	defer c.Close()
+	// Bounded: a follower is stopped and started again by its callers (the
+	// chaos suite's, each time it is quiet), and one Close that hung after
+	// a broker kill held a whole test run until its timeout.
+	defer func() { _ = closeWithin(c, followCloseTimeout) }()
 	var assign []kafka.TopicPartition
 	for _, t := range topics {
 		parts, err := Partitions(ctx, brokers, t)
