@@ -240,7 +240,7 @@ func Probe(ctx context.Context, brokers string) error {
 	if err != nil {
 		return fmt.Errorf("kafkatx: probe consumer: %w", err)
 	}
-	defer c.Close()
+	defer func() { _ = closeWithin(c, readerCloseTimeout) }()
 	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: offset}}); err != nil {
 		return fmt.Errorf("kafkatx: probe assign: %w", err)
 	}

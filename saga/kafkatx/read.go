@@ -56,7 +56,7 @@ func ReadPartitionsFrom(ctx context.Context, brokers, topic string, from map[int
 	if err != nil {
 		return nil, fmt.Errorf("kafkatx: reader: %w", err)
 	}
-	defer c.Close()
+	defer func() { _ = closeWithin(c, readerCloseTimeout) }()
 	marks, err := highWatermarks(ctx, brokers, topic, partitions)
 	if err != nil {
 		return nil, err
@@ -127,6 +127,14 @@ func ReadPartitionsFrom(ctx context.Context, brokers, topic string, from map[int
 	return read, nil
 }
 
+// readerCloseTimeout bounds the close of every consumer here that reads by
+// hand (assigned partitions, no group membership, no committed offsets):
+// nothing is lost by leaving a hung close behind. librdkafka's close can
+// wait for good on a broker that was killed; a chaos suite's follower sat
+// 17 minutes in it beside CPU hogs, and the orchestrator's restore and the
+// chaos checks read through the same kind of client.
+const readerCloseTimeout = 10 * time.Second
+
 type watermarks struct{ lo, hi int64 }
 
 // highWatermarks returns the log start and the high watermark of each
@@ -151,7 +159,7 @@ func highWatermarks(ctx context.Context, brokers, topic string, partitions []int
 	}
 	defer func() {
 		if c != nil {
-			c.Close()
+			_ = closeWithin(c, readerCloseTimeout)
 		}
 	}()
 	// While a broker restarts, the client's metadata can miss the partition
@@ -181,7 +189,7 @@ func highWatermarks(ctx context.Context, brokers, topic string, partitions []int
 				return nil, fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
 			}
 			sleep(ctx, 200*time.Millisecond)
-			c.Close()
+			_ = closeWithin(c, readerCloseTimeout)
 			if c, err = newClient(); err != nil {
 				return nil, err
 			}
@@ -223,10 +231,6 @@ func toRecord(m *kafka.Message) Record {
 	}
 	return r
 }
-
-// followCloseTimeout bounds a follower's close: it holds no group and no
-// offsets, so nothing is lost by leaving a hung close behind.
-const followCloseTimeout = 10 * time.Second
 
 // Follow calls fn for every committed record of topics, from the beginning
 // and then as records arrive, until ctx is done. It joins no group: every
@@ -277,7 +281,7 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 	// Bounded: a follower is stopped and started again by its callers (the
 	// chaos suite's, each time it is quiet), and one Close that hung after
 	// a broker kill held a whole test run until its timeout.
-	defer func() { _ = closeWithin(c, followCloseTimeout) }()
+	defer func() { _ = closeWithin(c, readerCloseTimeout) }()
 	var assign []kafka.TopicPartition
 	for _, t := range topics {
 		parts, err := Partitions(ctx, brokers, t)
