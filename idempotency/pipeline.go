@@ -50,7 +50,15 @@ func NewPipeliner(rdb redis.UniversalClient, wait time.Duration) *Pipeliner {
 		wait = RoundWait
 	}
 	p := &Pipeliner{rdb: rdb, wait: wait}
-	rdb.AddHook(hook{p})
+	rdb.AddHook(processHook(func(next redis.ProcessHook) redis.ProcessHook {
+		return func(ctx context.Context, cmd redis.Cmder) error {
+			c, _ := ctx.Value(crewKey{}).(*Crew)
+			if c == nil || c.p != p {
+				return next(ctx, cmd)
+			}
+			return c.call(ctx, cmd, next)
+		}
+	}))
 	return p
 }
 
@@ -211,21 +219,15 @@ func (c *Crew) send(r *round) {
 	_, _ = pipe.Exec(c.base)
 }
 
-// hook routes calls made under a crew's context into the crew's rounds.
-type hook struct{ p *Pipeliner }
+// processHook is a go-redis hook that wraps single calls only: the
+// Pipeliner and the Coalescer route calls made under their contexts, and
+// leave dialling and pipelines (their own rounds among them) alone.
+type processHook func(next redis.ProcessHook) redis.ProcessHook
 
-func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h processHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (h hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h processHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
 
-func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c, _ := ctx.Value(crewKey{}).(*Crew)
-		if c == nil || c.p != h.p {
-			return next(ctx, cmd)
-		}
-		return c.call(ctx, cmd, next)
-	}
-}
+func (h processHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return h(next) }

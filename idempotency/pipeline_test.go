@@ -27,13 +27,13 @@ func expect(t *testing.T, w *redistest.Sends, sends []int, rdb *redis.Client, ke
 	}
 }
 
-// pipelined returns a client with a Pipeliner and the record of its sends,
-// and a key prefix of the test's own.
-func pipelined(t *testing.T) (*Pipeliner, *redistest.Sends, *redis.Client, string) {
+// recorded returns a client on which hooks runs first (it adds the hook
+// under test), then the record of what reaches the wire, and a key prefix
+// of the test's own.
+func recorded(t *testing.T, hooks func(*redis.Client)) (*redistest.Sends, *redis.Client, string) {
 	t.Helper()
 	rdb := redistest.Client(t)
-	prefix := redistest.Prefix(t)
-	p := NewPipeliner(rdb, 0)
+	hooks(rdb)
 	w := &redistest.Sends{}
 	rdb.AddHook(w)
 	// A warm connection, so no handshake falls into what the tests count.
@@ -41,6 +41,15 @@ func pipelined(t *testing.T) (*Pipeliner, *redistest.Sends, *redis.Client, strin
 		t.Fatal(err)
 	}
 	w.Reset()
+	return w, rdb, redistest.Prefix(t)
+}
+
+// pipelined returns a client with a Pipeliner, the record of its sends,
+// and a key prefix of the test's own.
+func pipelined(t *testing.T) (*Pipeliner, *redistest.Sends, *redis.Client, string) {
+	t.Helper()
+	var p *Pipeliner
+	w, rdb, prefix := recorded(t, func(rdb *redis.Client) { p = NewPipeliner(rdb, 0) })
 	return p, w, rdb, prefix
 }
 
@@ -154,19 +163,7 @@ func TestCrewTakesBackACancelledCall(t *testing.T) {
 		}
 		return len(c.round.calls)
 	}
-	actx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- rdb.Incr(actx, prefix+":cancelled").Err() }()
-	checkFor(t, 10*time.Second, time.Millisecond, func() error {
-		if waiting() != 1 {
-			return errors.New("the call is not waiting in its round yet")
-		}
-		return nil
-	})
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled call: %v, want context.Canceled", err)
-	}
+	cancelWaiting(t, rdb, ctx, prefix+":cancelled", func() bool { return waiting() == 1 })
 	c.Leave()
 	if err := rdb.Incr(ctx, prefix+":other").Err(); err != nil {
 		t.Fatal(err)
@@ -191,5 +188,26 @@ func TestCrewAnswersEachCallItsOwnError(t *testing.T) {
 	var rerr redis.Error
 	if good != nil || !errors.As(bad, &rerr) {
 		t.Fatalf("errors %v and %v, want nil and a Redis error", good, bad)
+	}
+}
+
+// cancelWaiting makes an INCR of key under a context of ctx, ends that
+// context once waits says the call waits for its round, and checks that
+// the call returns the context's error.
+func cancelWaiting(t *testing.T, rdb *redis.Client, ctx context.Context, key string, waits func() bool) {
+	t.Helper()
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- rdb.Incr(actx, key).Err() }()
+	checkFor(t, 10*time.Second, time.Millisecond, func() error {
+		if !waits() {
+			return errors.New("the call does not wait for its round yet")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled call: %v, want context.Canceled", err)
 	}
 }

@@ -125,7 +125,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	parts["orders"] = func(ctx context.Context) error {
 		return serveOrders(ctx, ordersServer{
-			addr: *hf.addr, wire: cfg, cfg: hf.config(), apiLinger: *hf.apiLinger, rdb: rdb, stores: stores, log: log.Named("orders"),
+			addr: *hf.addr, wire: cfg, cfg: hf.config(), apiLinger: *hf.apiLinger, coalesce: *hf.coalesce, rdb: rdb, stores: stores, log: log.Named("orders"),
 			listening: func(url string) {
 				fmt.Fprintf(stdout, "\nsagaflow demo ready in %.1fs: open %s\n", time.Since(start).Seconds(), url)
 				fmt.Fprintln(stdout, "Customers alice, bob (per-order limit 200.00) and carol (12.00 in her account); the teapot has 2 in stock.")

@@ -37,6 +37,7 @@ type httpFlags struct {
 	maxBacklog  *time.Duration
 	lookupCache *time.Duration
 	apiLinger   *time.Duration
+	coalesce    *int
 }
 
 // ordersFlags registers --addr (default addr, help addrHelp) and
@@ -52,6 +53,9 @@ func ordersFlags(fs *flag.FlagSet, addr, addrHelp string) *httpFlags {
 		apiLinger: fs.Duration("api-linger", 0,
 			"how long an order's record waits for others to share its request to Kafka before POST /orders answers (librdkafka's linger.ms); "+
 				"0 sends at once, and concurrent orders still share requests while earlier ones are in flight (docs/performance.md)"),
+		coalesce: fs.Int("redis-coalesce", 1,
+			"the requests' Redis calls: at most this many round trips at once; calls that come meanwhile wait and go together as one pipeline when one returns, "+
+				"a lone call goes at once. 0: every call its own round trip (docs/performance.md)"),
 	}
 }
 

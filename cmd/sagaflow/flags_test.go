@@ -1,10 +1,17 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"io"
+	"net"
+	"net/http"
+	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+
+	"github.com/sagaflow/sagaflow/idempotency/redistest"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 )
 
@@ -66,5 +73,64 @@ func TestBatchWaitFlagReachesTheLoops(t *testing.T) {
 		if _, err := parse(args...); err == nil {
 			t.Errorf("%v was accepted", args)
 		}
+	}
+}
+
+func TestRedisCoalesceFlag(t *testing.T) {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	hf := ordersFlags(fs, "127.0.0.1:0", "")
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if *hf.coalesce != 1 {
+		t.Errorf("-redis-coalesce defaults to %d, want 1", *hf.coalesce)
+	}
+	for _, n := range []int{-1, 1025} {
+		err := serveOrders(context.Background(), ordersServer{coalesce: n, log: zap.NewNop()})
+		if err == nil || !strings.Contains(err.Error(), "-redis-coalesce") {
+			t.Errorf("-redis-coalesce %d: %v, want it refused", n, err)
+		}
+	}
+}
+
+// The handlers' Redis calls go through the Coalescer; a call outside a
+// request does not.
+func TestOrdersRequestsRedisCallsAreCoalesced(t *testing.T) {
+	rdb := redistest.Client(t)
+	key := redistest.Prefix(t) + ":n"
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := rdb.Incr(r.Context(), key).Err(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})}
+	co := coalesceRequests(srv, rdb, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	for range 2 {
+		res, err := http.Get("http://" + ln.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("handler: %s", res.Status)
+		}
+	}
+	if err := rdb.Incr(context.Background(), key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if st := co.Stats(); st.Alone != 2 || st.Joined != 0 {
+		t.Fatalf("coalescer saw %+v, want the two requests' calls (alone) and not the third", st)
+	}
+	if n := rdb.Get(context.Background(), key).Val(); n != "3" {
+		t.Fatalf("%s = %q, want 3", key, n)
+	}
+	if coalesceRequests(&http.Server{}, rdb, 0) != nil {
+		t.Error("-redis-coalesce 0 made a Coalescer")
 	}
 }

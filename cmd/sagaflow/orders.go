@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/wire"
+	"github.com/sagaflow/sagaflow/idempotency"
 	"github.com/sagaflow/sagaflow/orders"
 )
 
@@ -46,7 +47,7 @@ func runOrders(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return serveOrders(ctx, ordersServer{
-		addr: *hf.addr, wire: in.wire(), cfg: hf.config(), apiLinger: *hf.apiLinger,
+		addr: *hf.addr, wire: in.wire(), cfg: hf.config(), apiLinger: *hf.apiLinger, coalesce: *hf.coalesce,
 		rdb: rdb, stores: stores, log: log,
 		listening: func(url string) { fmt.Fprintf(stdout, "orders API listening on %s\n", url) },
 	})
@@ -59,9 +60,11 @@ type ordersServer struct {
 	cfg  orders.Config
 	// apiLinger is -api-linger (wire.Config.APILinger).
 	apiLinger time.Duration
-	rdb       *redis.Client
-	stores    wire.Stores
-	log       *zap.Logger
+	// coalesce is -redis-coalesce: 0, or the Coalescer's limit.
+	coalesce int
+	rdb      *redis.Client
+	stores   wire.Stores
+	log      *zap.Logger
 	// listening is called with the URL once the port is open.
 	listening func(url string)
 }
@@ -74,6 +77,9 @@ func serveOrders(ctx context.Context, s ordersServer) error {
 	log := s.log
 	if s.apiLinger < 0 || s.apiLinger > 5*time.Second {
 		return fmt.Errorf("-api-linger must be between 0 and 5s; got %s", s.apiLinger)
+	}
+	if s.coalesce < 0 || s.coalesce > 1024 {
+		return fmt.Errorf("-redis-coalesce must be between 0 and 1024; got %d", s.coalesce)
 	}
 	s.wire.APILinger = s.apiLinger
 	o, err := wire.NewOrders(s.wire, s.cfg, s.rdb, s.stores, log)
@@ -93,6 +99,12 @@ func serveOrders(ctx context.Context, s ordersServer) error {
 		WriteTimeout: 30 * time.Second,
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     zap.NewStdLog(log.Named("http")),
+	}
+	if co := coalesceRequests(srv, s.rdb, s.coalesce); co != nil {
+		defer func() {
+			st := co.Stats()
+			log.Info("redis calls coalesced", zap.Int64("alone", st.Alone), zap.Int64("joined", st.Joined), zap.Int64("rounds", st.Rounds))
+		}()
 	}
 	// Shutdown waits for handlers to return, and an event stream returns
 	// only when told to.
@@ -127,4 +139,17 @@ func serveOrders(ctx context.Context, s ordersServer) error {
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// coalesceRequests has the Redis calls that srv's handlers make on rdb go
+// through a Coalescer of limit n, and returns it (nil for n 0: none). Every
+// request's context comes from the server's base context, so the handlers'
+// calls, and only theirs, are coalesced; the read model's are not.
+func coalesceRequests(srv *http.Server, rdb redis.UniversalClient, n int) *idempotency.Coalescer {
+	if n <= 0 {
+		return nil
+	}
+	co := idempotency.NewCoalescer(rdb, n)
+	srv.BaseContext = func(net.Listener) context.Context { return co.Context(context.Background()) }
+	return co
 }
