@@ -125,44 +125,42 @@ func (c *Coalescer) call(ctx context.Context, cmd redis.Cmder, next redis.Proces
 // leave as the next round, on a goroutine of their own so that the caller
 // whose round landed returns at once.
 func (c *Coalescer) landed() {
-	c.mu.Lock()
-	if len(c.queue) == 0 {
-		c.flying--
-		c.mu.Unlock()
-		return
+	if round := c.nextRound(); round != nil {
+		go c.fly(round)
 	}
+}
+
+// nextRound takes the calls queued for the next round; if there are none,
+// the round that just landed is counted off the wire and it returns nil.
+func (c *Coalescer) nextRound() []*waitingCall {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	round := c.queue
 	c.queue = nil
-	c.mu.Unlock()
-	go c.fly(round)
+	if len(round) == 0 {
+		c.flying--
+	}
+	return round
 }
 
 // fly sends round as one pipeline, then each round that queued behind it,
 // until none did.
 func (c *Coalescer) fly(round []*waitingCall) {
-	for {
-		// Under no caller's context: the round is everyone's, and a caller
-		// that gave up still gets its answer written. The client's
-		// timeouts bound it. Exec's error is only the first of the calls'.
-		ctx := c.uncoalesced(context.Background())
+	// Under no caller's context (and so without the mark): the round is
+	// everyone's, and a caller that gave up still gets its answer written.
+	// The client's timeouts bound it.
+	ctx := context.Background()
+	for ; round != nil; round = c.nextRound() {
 		c.rounds.Add(1)
 		pipe := c.rdb.Pipeline()
 		for _, w := range round {
 			_ = pipe.Process(ctx, w.cmd)
 		}
+		// Exec's error is only the first of the calls'; each has its own.
 		_, _ = pipe.Exec(ctx)
 		for _, w := range round {
 			close(w.done)
 		}
-		c.mu.Lock()
-		if len(c.queue) == 0 {
-			c.flying--
-			c.mu.Unlock()
-			return
-		}
-		round = c.queue
-		c.queue = nil
-		c.mu.Unlock()
 	}
 }
 

@@ -189,7 +189,10 @@ func highWatermarks(ctx context.Context, brokers, topic string, partitions []int
 				return nil, fmt.Errorf("kafkatx: watermarks of %s[%d]: %w", topic, p, err)
 			}
 			sleep(ctx, 200*time.Millisecond)
-			_ = closeWithin(c, readerCloseTimeout)
+			// The old client closes on the side: a hung close (see
+			// readerCloseTimeout) would otherwise eat the time left for
+			// asking again, and this one has nothing to lose.
+			go func(old *kafka.Consumer) { _ = old.Close() }(c)
 			if c, err = newClient(); err != nil {
 				return nil, err
 			}
