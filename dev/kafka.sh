@@ -56,7 +56,9 @@
 # fences nothing.
 #
 # Environment: KAFKA_VERSION (4.0.2; see "Why Kafka 4.0.2" below), KAFKA_BROKERS, KAFKA_WAIT (seconds for
-# up/start, 300), KAFKA_HEAP_OPTS (-Xms256m -Xmx1g), KAFKA_STOP_WAIT (30),
+# up/start, 300), KAFKA_HEAP_OPTS (-Xms256m -Xmx1g), KAFKA_GC_OPTS (the
+# collector and its settings, "-XX:+UseG1GC -XX:MaxGCPauseMillis=20"; the JVM
+# refuses two collectors, so KAFKA_JVM_OPTS cannot pick another), KAFKA_STOP_WAIT (30),
 # KAFKA_PORT_BASE (19092; with another SAGAFLOW_CACHE, a second cluster),
 # KAFKA_SERVER_PROPS (more server.properties settings for every node, as
 # key=value words, e.g. "num.io.threads=2 num.network.threads=2"; they win
@@ -96,6 +98,7 @@ MODE_FILE=$CACHE/kafka/mode
 WAIT=${KAFKA_WAIT:-300}
 STOP_WAIT=${KAFKA_STOP_WAIT:-30}
 read -r -a HEAP <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+read -r -a GC_OPTS <<<"${KAFKA_GC_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20}"
 read -r -a JVM_OPTS <<<"${KAFKA_JVM_OPTS:-}"
 read -r -a SERVER_PROPS <<<"${KAFKA_SERVER_PROPS:-}"
 for prop in "${SERVER_PROPS[@]}"; do
@@ -408,7 +411,7 @@ start_node() {
 	(
 		cd "$dir"
 		exec 9>&- # the JVM must not inherit (and hold) the dev/ lock
-		exec setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec "$@"' "$group_nice" java "${HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "${flags[@]}" "${JVM_OPTS[@]}" \
+		exec setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec "$@"' "$group_nice" java "${HEAP[@]}" "${GC_OPTS[@]}" "${flags[@]}" "${JVM_OPTS[@]}" \
 			-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
 			-Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$LOG4J" \
 			-cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
