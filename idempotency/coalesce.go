@@ -92,7 +92,7 @@ func (c *Coalescer) call(ctx context.Context, cmd redis.Cmder, next redis.Proces
 		c.alone.Add(1)
 		// Alone: the plain call, with go-redis's own retries, under the
 		// caller's context.
-		err := next(c.uncoalesced(ctx), cmd)
+		err := next(uncoalesced(ctx), cmd)
 		c.landed()
 		return err
 	}
@@ -108,9 +108,10 @@ func (c *Coalescer) call(ctx context.Context, cmd redis.Cmder, next redis.Proces
 		// answer is awaited all the same (the pipeline writes into cmd),
 		// within the client's read and write timeouts.
 		c.mu.Lock()
-		queued := slices.Contains(c.queue, w)
+		i := slices.Index(c.queue, w)
+		queued := i >= 0
 		if queued {
-			c.queue = slices.DeleteFunc(c.queue, func(q *waitingCall) bool { return q == w })
+			c.queue = slices.Delete(c.queue, i, i+1)
 		}
 		c.mu.Unlock()
 		if !queued {
@@ -167,9 +168,6 @@ func (c *Coalescer) fly(round []*waitingCall) {
 // uncoalesced returns ctx without the mark: what the hook itself sends goes
 // straight to Redis (go-redis runs a new connection's handshake under the
 // caller's context, through the same hooks).
-func (c *Coalescer) uncoalesced(ctx context.Context) context.Context {
-	if ctx.Value(coalesceKey{}) == nil {
-		return ctx
-	}
+func uncoalesced(ctx context.Context) context.Context {
 	return context.WithValue(ctx, coalesceKey{}, (*Coalescer)(nil))
 }
