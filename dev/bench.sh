@@ -3,7 +3,8 @@
 # payment, orchestrator, orders) on the dev Kafka and Redis, drive it with
 # `sagaflow bench`, then stop the services. `make bench` calls it.
 #
-#   dev/bench.sh                    the standard set: idle, sparse (one order every 5 s), 32 clients, 1,000/s, saturation
+#   dev/bench.sh                    the standard set: idle, sparse (one order every 5 s), 32 clients, 1,000/s, saturation,
+#                                   then the ceiling (the saga's Kafka traffic alone; see ceiling below)
 #   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
 #
 # Knobs (environment): BENCH_PARTITIONS (4, the services' default: the
@@ -22,7 +23,8 @@
 # below), BENCH_KAFKA_REQUESTS (1: count the dev/ brokers' requests by type
 # over each run; 0 leaves the brokers' JMX alone), BENCH_WARMUP (1: before
 # the runs, load the system until the dev/ broker's JIT compiler is quiet;
-# 0 skips it), BENCH_BIN=path (run this
+# 0 skips it), BENCH_CEILING (1: after the standard set, the ceiling
+# runs; 0 skips it), BENCH_BIN=path (run this
 # sagaflow build instead of building the working tree: two builds side by
 # side in one session, e.g. `git worktree add /tmp/base HEAD~1` and `go
 # build -o /tmp/before ./cmd/sagaflow` in it, then runs in turns with and
@@ -412,6 +414,42 @@ restart_orchestrator() {
 	grep -h "restored sagas" "$OUT/orchestrator.log" | tail -1 | tee -a "$OUT/restart.txt"
 }
 
+# ceiling: the order saga's Kafka traffic alone, on the same broker right
+# after the runs, with the services stopped: BenchmarkSagaShape
+# (saga/kafkatx) sends the same records through the same topics, hops and
+# transactions, with handlers that only pass them on. What it reaches
+# bounds what the services can reach on this machine: a gap between the
+# two is the services' (and Redis's and HTTP's) own cost, the rest is
+# Kafka's. Its sub-benchmarks are fixed (4 partitions and 1, 32 clients;
+# 4 partitions, 1,000 clients), whatever BENCH_PARTITIONS says.
+ceiling() {
+	[[ ${BENCH_CEILING:-1} == 1 ]] || return 0
+	stop_services
+	say "== ceiling: the saga's Kafka traffic alone (BenchmarkSagaShape)"
+	go test -c -o "$CACHE/bin/kafkatx.test" ./saga/kafkatx || die "bench: building saga/kafkatx's benchmarks failed"
+	local run sub n line
+	: >"$OUT/ceiling.txt"
+	for run in partitions=4/clients=32:15000 partitions=1/clients=32:15000 partitions=4/clients=1000:60000; do
+		sub=${run%:*} n=${run##*:}
+		cpu_ticks >"$OUT/ceiling.cpu-before"
+		line=$(SAGAFLOW_KAFKA=$K "$CACHE/bin/kafkatx.test" -test.run '^$' -test.bench "^BenchmarkSagaShape/$sub\$" \
+			-test.benchtime "${n}x" 2>"$OUT/ceiling.log" | grep -o "[0-9.]* orch-txns/saga.*") ||
+			die "bench: the ceiling run $sub failed; see $OUT/ceiling.log"
+		cpu_ticks >"$OUT/ceiling.cpu-after"
+		# sagas/s, p50, p99 and the broker's CPU a saga (the set-up's
+		# topic creation and group joins included).
+		awk -v name="$sub" -v n="$n" -v hz="$(getconf CLK_TCK)" -v line="$line" '
+			NR == FNR { before[$1] = $2; next }
+			$1 == "kafka" { ms = ($2 - before[$1]) * 1000 / hz / n }
+			END { nf = split(line, f, /[ \t]+/)
+			      for (i = 2; i <= nf; i++) v[f[i]] = f[i - 1]
+			      printf "  ceiling      %s: %.1f sagas/s, p50 %.1f ms, p99 %.1f ms; kafka cpu %.2f ms a saga\n",
+				name, v["sagas/s"], v["p50-ms"], v["p99-ms"], ms }' \
+			"$OUT/ceiling.cpu-before" "$OUT/ceiling.cpu-after" | tee -a "$OUT/ceiling.txt"
+	done
+	rm -f "$OUT"/ceiling.cpu-{before,after}
+}
+
 if (($# > 0)); then
 	[[ $1 == -- ]] && shift
 	bench custom "$@"
@@ -440,4 +478,5 @@ bench open -rate "${BENCH_RATE:-1000}" -duration "$D"
 # flat out with a bounded queue (an open loop past capacity only grows one).
 bench saturation -clients "${BENCH_SATURATE:-1000}" -duration "$D" -drain 60s || true
 restart_orchestrator
+ceiling
 say "bench: results in $OUT (*.txt, *.json, *.html)"
