@@ -158,6 +158,20 @@ cpu_ticks() {
 	echo "redis $t"
 }
 
+# loadgen_ticks: the CPU time (in clock ticks) of this script's children
+# that ended so far, as a "loadgen" line. Read just before and after a
+# `sagaflow bench`, the difference is that run's load generator: the
+# services run on, so they are not among them.
+# (times must run in this shell, not in a pipe's or a command
+# substitution's subshell, whose children are its own.)
+loadgen_ticks() {
+	times >"$OUT/times"
+	awk -v hz="$(getconf CLK_TCK)" 'NR == 2 {
+		t = 0
+		for (i = 1; i <= 2; i++) { split($i, f, /[ms]/); t += f[1] * 60 + f[2] }
+		printf "loadgen %d\n", t * hz }' "$OUT/times"
+}
+
 # cpu_report BEFORE AFTER ENDED: the CPU each part spent per saga that ended
 # during a run, and what two cores allow at that cost. On a machine where
 # every part shares the cores this is the figure that says where the time
@@ -167,7 +181,7 @@ cpu_report() {
 		NR == FNR { before[$1] = $2; next }
 		{ ms = ($2 - before[$1]) * 1000 / hz / (ended > 0 ? ended : 1); total += ms
 		  line = line sprintf("%s%s %.2f", (line == "" ? "" : ", "), $1, ms) }
-		END { printf "  cpu          ms per saga: %s; total %.2f (%d cores carry about %.0f sagas/s at that cost; the load generator not counted)\n",
+		END { printf "  cpu          ms per saga: %s; total %.2f (%d cores carry about %.0f sagas/s at that cost)\n",
 			line, total, cores, (total > 0 ? cores * 1000 / total : 0) }' "$1" "$2"
 }
 
@@ -376,9 +390,12 @@ bench() {
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-before"
 	kafka_threads >"$OUT/$name.threads-before"
 	cpu_ticks >"$OUT/$name.cpu-before"
+	loadgen_ticks >>"$OUT/$name.cpu-before"
 	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" \
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
+	loadgen_ticks >"$OUT/$name.loadgen-after"
 	cpu_ticks >"$OUT/$name.cpu-after"
+	cat "$OUT/$name.loadgen-after" >>"$OUT/$name.cpu-after"
 	kafka_threads >"$OUT/$name.threads-after"
 	services_alive "during the $name run"
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-after"
@@ -388,7 +405,7 @@ bench() {
 	cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
 	requests_report "$OUT/$name.requests-before" "$OUT/$name.requests-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
 	threads_report "$OUT/$name.threads-before" "$OUT/$name.threads-after" | tee -a "$OUT/$name.txt"
-	rm -f "$OUT/$name".{cpu,requests,threads}-{before,after}
+	rm -f "$OUT/$name".{cpu,requests,threads}-{before,after} "$OUT/$name.loadgen-after" "$OUT/times"
 }
 
 # restart_orchestrator: BENCH_RESTART=1 SIGKILLs the orchestrator after the
