@@ -16,8 +16,9 @@
 # BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
 # BENCH_STOCK_FLAGS, BENCH_PAYMENT_FLAGS, BENCH_ORCHESTRATOR_FLAGS and
 # BENCH_ORDERS_FLAGS (for one service),
-# BENCH_PPROF=1 (the services serve pprof on :16060-16063 and a CPU profile
-# of each is taken during the 1,000/s run), BENCH_MEMWATCH=1 (RSS of every
+# BENCH_PPROF=1 (the services serve pprof on :16060-16063, the load
+# generator on :16064, and a CPU profile of each is taken during the
+# 1,000/s run: cpu-0.pprof to cpu-4.pprof), BENCH_MEMWATCH=1 (RSS of every
 # service and Redis's used_memory every 10 s into memory.csv),
 # BENCH_REDIS_DB (1: the Redis database the runs use, emptied first; see
 # below), BENCH_KAFKA_REQUESTS (1: count the dev/ brokers' requests by type
@@ -390,8 +391,10 @@ bench() {
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-before"
 	kafka_threads >"$OUT/$name.threads-before"
 	cpu_ticks >"$OUT/$name.cpu-before"
+	local prof=()
+	[[ ${BENCH_PPROF:-0} == 1 ]] && prof=(-pprof 127.0.0.1:16064)
 	loadgen_ticks >>"$OUT/$name.cpu-before"
-	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" \
+	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" "${prof[@]}" \
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
 	loadgen_ticks >"$OUT/$name.loadgen-after"
 	cpu_ticks >"$OUT/$name.cpu-after"
@@ -484,8 +487,10 @@ bench closed -clients "${BENCH_CLIENTS:-32}" -duration "$D"
 profilers=()
 if [[ ${BENCH_PPROF:-0} == 1 ]]; then
 	secs=${D%s}
-	for j in 0 1 2 3; do
-		curl -fsS -o "$OUT/cpu-$j.pprof" "http://127.0.0.1:$((16060 + j))/debug/pprof/profile?seconds=$((secs / 2))" &
+	# The load generator starts listening only with its run: curl waits
+	# for it.
+	for j in 0 1 2 3 4; do
+		curl -fsS --retry 10 --retry-connrefused --retry-delay 1 -o "$OUT/cpu-$j.pprof" "http://127.0.0.1:$((16060 + j))/debug/pprof/profile?seconds=$((secs / 2))" &
 		profilers+=($!)
 	done
 fi

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/bench"
 )
 
@@ -52,6 +54,11 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		cfg.Progress = os.Stderr
 	}
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	// The load generator shares the cores with what it measures; its own
+	// profile says what it costs them.
+	if err := servePprof(*in.pprof, zap.NewNop()); err != nil {
 		return err
 	}
 	rdb, err := in.redisClient(ctx)

@@ -76,6 +76,21 @@ func TestBatchWaitFlagReachesTheLoops(t *testing.T) {
 	}
 }
 
+// sagaflow bench takes -pprof from the shared flags, and serves it: an
+// address it cannot listen on stops it before it places any order.
+func TestBenchServesPprof(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	err = runBench(context.Background(), []string{"-clients", "1", "-pprof", ln.Addr().String(),
+		"-redis", "127.0.0.1:1", "-kafka", "127.0.0.1:1"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-pprof") {
+		t.Fatalf("bench with -pprof on a taken address: %v, want a -pprof error", err)
+	}
+}
+
 func TestRedisCoalesceFlag(t *testing.T) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
