@@ -9,8 +9,6 @@ import (
 	"os"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/bench"
 )
 
@@ -43,9 +41,14 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(fs.Output(), "-kafka first (the floor). Flags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	// The shared parse: it also serves -pprof, since the load generator
+	// shares the cores with what it measures and its own profile says what
+	// it costs them.
+	log, err := in.parse(fs, args, "bench")
+	if err != nil {
 		return err
 	}
+	defer func() { _ = log.Sync() }()
 	cfg.Brokers = *in.kafka
 	// -namespace: the system under test runs under its own topic names
 	// (dev/bench.sh gives each partition count its own).
@@ -54,11 +57,6 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		cfg.Progress = os.Stderr
 	}
 	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	// The load generator shares the cores with what it measures; its own
-	// profile says what it costs them.
-	if err := servePprof(*in.pprof, zap.NewNop()); err != nil {
 		return err
 	}
 	rdb, err := in.redisClient(ctx)

@@ -98,7 +98,8 @@ var (
 	shapeSnapshot     = shapeValue(kindState, 1190)
 )
 
-func kind(r kafkatx.Record) byte {
+// shapeKind is what a record of the shape is (its first byte).
+func shapeKind(r kafkatx.Record) byte {
 	if len(r.Value) == 0 {
 		return 0
 	}
@@ -147,7 +148,7 @@ func benchmarkSagaShape(b *testing.B, brokers string, parts, clients int) {
 	ready := make(chan struct{})
 	wg.Go(func() {
 		err := kafkatx.Tail(ctx, brokers, []string{t.events, t.state}, func() { close(ready) }, func(r kafkatx.Record) {
-			if kind(r) != kindEnd {
+			if shapeKind(r) != kindEnd {
 				return
 			}
 			mu.Lock()
@@ -264,7 +265,7 @@ func shapeOrchestrator(t shapeTopics) kafkatx.Handler {
 		for _, r := range recs {
 			key := string(r.Key)
 			switch {
-			case r.Topic == t.events && kind(r) == kindStart:
+			case r.Topic == t.events && shapeKind(r) == kindStart:
 				changed[key] = true
 				out.Produce(ctx, kafkatx.NewMessage(t.stockCmd, r.Key, shapeReserve, shapeHeaders...))
 				out.Produce(ctx, kafkatx.NewMessage(t.payCmd, r.Key, shapeCharge, shapeHeaders...))
@@ -299,7 +300,7 @@ func shapeOrchestrator(t shapeTopics) kafkatx.Handler {
 func shapeParticipant(replies string, action byte) kafkatx.Handler {
 	return func(ctx context.Context, recs []kafkatx.Record, out *kafkatx.Sink) error {
 		for _, r := range recs {
-			if kind(r) == action {
+			if shapeKind(r) == action {
 				out.Produce(ctx, kafkatx.NewMessage(replies, r.Key, shapeReplied, shapeHeaders...))
 			}
 		}
