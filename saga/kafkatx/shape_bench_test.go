@@ -59,6 +59,12 @@ func newShapeTopics(b *testing.B, brokers string, parts int) shapeTopics {
 	if err := kafkatx.CreateTopics(ctx, brokers, specs); err != nil {
 		b.Fatal(err)
 	}
+	// CreateTopics returns before every broker's metadata has the new
+	// topics, and the follower looks its partitions up at once.
+	kafkatest.WaitFor(b, 30*time.Second, "the shape's topics in the metadata", func() bool {
+		counts, err := kafkatx.PartitionCounts(ctx, brokers, names)
+		return err == nil && len(counts) == len(names)
+	})
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
