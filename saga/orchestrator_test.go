@@ -28,8 +28,9 @@ type world struct {
 	parts                                      int
 	reg                                        *saga.Registry
 	chargeTimeout                              time.Duration
-	parallel                                   bool // charge runs together with reserve
-	noReply                                    bool // confirm takes no reply (Step.NoReply)
+	stockTimeout                               time.Duration // reserve and confirm
+	parallel                                   bool          // charge runs together with reserve
+	noReply                                    bool          // confirm takes no reply (Step.NoReply)
 }
 
 // testData tells the test participants how to behave for one saga.
@@ -41,7 +42,7 @@ type testData struct {
 func newWorld(t testing.TB, parts int) *world {
 	t.Helper()
 	b := kafkatest.Brokers(t)
-	w := &world{brokers: b, parts: parts, chargeTimeout: 3 * time.Second}
+	w := &world{brokers: b, parts: parts, chargeTimeout: 3 * time.Second, stockTimeout: 5 * time.Second}
 	w.events = kafkatest.Topic(t, b, "events", parts)
 	w.stockCmd = kafkatest.Topic(t, b, "stockcmd", parts)
 	w.stockRep = kafkatest.Topic(t, b, "stockrep", parts)
@@ -70,10 +71,10 @@ func (w *world) registry() (*saga.Registry, error) {
 		Name: "order",
 		Steps: []saga.Step{
 			{Name: "reserve", Topic: w.stockCmd, Action: command("ReserveStock"), Compensation: command("ReleaseStock"),
-				Timeout: 5 * time.Second, Retry: retry},
+				Timeout: w.stockTimeout, Retry: retry},
 			{Name: "charge", Topic: w.payCmd, Action: command("ChargePayment"), Compensation: command("RefundPayment"),
 				Timeout: w.chargeTimeout, Retry: retry, Parallel: w.parallel},
-			{Name: "confirm", Topic: w.stockCmd, Action: command("ConfirmReservation"), Timeout: 5 * time.Second, Retry: retry,
+			{Name: "confirm", Topic: w.stockCmd, Action: command("ConfirmReservation"), Timeout: w.stockTimeout, Retry: retry,
 				NoReply: w.noReply},
 		},
 		Deadline:    time.Minute,
