@@ -2,8 +2,9 @@ package idempotency
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+
+	fastjson "github.com/goccy/go-json"
 )
 
 // Result is what one apply-once or barrier call answers.
@@ -41,9 +42,18 @@ func (r Result) Err() error {
 	return nil
 }
 
-// Decode unmarshals the JSON Outcome into v.
-func (r Result) Decode(v any) error {
-	if err := json.Unmarshal([]byte(r.Outcome), v); err != nil {
+// Decode unmarshals the JSON Outcome into v, as json.Unmarshal does but
+// with goccy/go-json, about five times faster: a participant decodes one
+// outcome for every command, and with encoding/json that was 6% of stock's
+// CPU at saturation. TestResultDecodesLikeEncodingJSON holds it to
+// encoding/json's results. A panic in the decoder is an error.
+func (r Result) Decode(v any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("idempotency: decode outcome %q: decoder panicked: %v", r.Outcome, p)
+		}
+	}()
+	if err := fastjson.Unmarshal([]byte(r.Outcome), v); err != nil {
 		return fmt.Errorf("idempotency: decode outcome %q: %w", r.Outcome, err)
 	}
 	return nil

@@ -3,7 +3,6 @@ package orders
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -624,7 +623,7 @@ func (m *ReadModel) event(r kafkatx.Record) bool {
 		return true
 	case TypeOrderConfirmed, TypeOrderCancelled, TypeOrderFailed:
 		var ev saga.EndEvent
-		if err := json.Unmarshal(env.Payload, &ev); err != nil || !terminal(ev.State) || ev.Version == 0 {
+		if err := saga.DecodeJSON(env.Payload, &ev); err != nil || !terminal(ev.State) || ev.Version == 0 {
 			m.log.Warn("unreadable end event", zap.String("saga_id", env.SagaID), zap.Error(err))
 			return false
 		}

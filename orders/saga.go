@@ -200,7 +200,7 @@ var errBadOrder = errors.New("orders: not an order")
 // required.
 func decodeOrderPlaced(data []byte) (OrderPlaced, error) {
 	var o OrderPlaced
-	if err := json.Unmarshal(data, &o); err != nil {
+	if err := saga.DecodeJSON(data, &o); err != nil {
 		return OrderPlaced{}, fmt.Errorf("%w: %v", errBadOrder, err)
 	}
 	switch {

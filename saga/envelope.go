@@ -257,7 +257,7 @@ func (e Envelope) Reply() (Reply, error) {
 		return Reply{}, fmt.Errorf("%w: %s is not a reply: no phase header", ErrPoison, e.Type)
 	}
 	var b ReplyBody
-	if err := json.Unmarshal(e.Payload, &b); err != nil {
+	if err := DecodeJSON(e.Payload, &b); err != nil {
 		return Reply{}, fmt.Errorf("%w: %s is not a reply body: %v", ErrPoison, e.Type, err)
 	}
 	if !b.Outcome.valid() {

@@ -26,15 +26,29 @@ func DecodeSnapshot(b []byte) (in Instance, err error) {
 	if len(b) == 0 {
 		return in, errors.New("saga: empty snapshot (a tombstone)")
 	}
+	if err = DecodeJSON(b, &in); err != nil {
+		return Instance{}, err
+	}
+	in.migrate()
+	return in, nil
+}
+
+// DecodeJSON decodes b into v, a pointer, as json.Unmarshal does, with the
+// decoder of DecodeSnapshot. The services decode every record's body with
+// it: a command's order in stock and payment, a reply's body and an
+// OrderPlaced in the orchestrator, an end event in the read model. With
+// encoding/json those decodes were a fifth to a third of the participants'
+// CPU at saturation and a tenth of the orchestrator's. Each type decoded
+// this way is held to encoding/json's results on valid and damaged bodies
+// by a test (sagatest.DecodesLikeEncodingJSON). A panic in the decoder is an
+// error, so that a bug there costs one record, not the process.
+func DecodeJSON(b []byte, v any) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			in, err = Instance{}, fmt.Errorf("saga: snapshot decoder panicked: %v", p)
+			err = fmt.Errorf("saga: JSON decoder panicked: %v", p)
 		}
 	}()
-	if err = fastjson.Unmarshal(b, &in); err == nil {
-		in.migrate()
-	}
-	return in, err
+	return fastjson.Unmarshal(b, v)
 }
 
 // EncodeSnapshot encodes in as the value of its saga.state record: the bytes

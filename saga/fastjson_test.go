@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sagaflow/sagaflow/saga"
+	"github.com/sagaflow/sagaflow/saga/sagatest"
 )
 
 // fastJSONSnapshots are snapshots of the order saga as the orchestrator
@@ -88,28 +89,14 @@ func TestFastJSONAgreesWithEncodingJSON(t *testing.T) {
 		}
 	}
 	checked := 0
-	for _, s := range snaps {
-		agree(s)
-		for n := range len(s) {
-			agree(s[:n])
-			checked++
-		}
-		for i := range s {
-			for _, c := range []byte(`"{}[],:0-e\ x` + "\xff\x00") {
-				if s[i] == c {
-					continue
-				}
-				b := append([]byte(nil), s...)
-				b[i] = c
-				agree(b)
-				checked++
-			}
-		}
+	for _, b := range sagatest.JSONVariants(snaps...) {
+		agree(b)
+		checked++
 	}
 	if _, err := saga.DecodeSnapshot(nil); err == nil {
 		t.Fatal("a tombstone decoded as a snapshot")
 	}
-	t.Logf("%d damaged snapshots decoded alike", checked)
+	t.Logf("%d snapshots, whole and damaged, decoded alike", checked)
 }
 
 // BenchmarkSnapshotCodec decodes and encodes a completed order saga's
@@ -184,6 +171,50 @@ func TestEncodeSnapshotEdgeValues(t *testing.T) {
 		got, err := saga.EncodeSnapshot(&in)
 		if (err != nil) != (wantErr != nil) || string(got) != string(want) {
 			t.Errorf("%s: EncodeSnapshot gives %s (%v), encoding/json %s (%v)", name, got, err, want, wantErr)
+		}
+	}
+}
+
+// TestRecordBodiesDecodeLikeEncodingJSON holds DecodeJSON to encoding/json
+// on the bodies the orchestrator decodes from every reply (ReplyBody) and
+// the read model from every end event (EndEvent), valid and damaged.
+func TestRecordBodiesDecodeLikeEncodingJSON(t *testing.T) {
+	n := sagatest.DecodesLikeEncodingJSON[saga.ReplyBody](t, saga.DecodeJSON,
+		[]byte(`{"outcome":"success","result":{"lines":[{"product_id":"p-1","quantity":2}]}}`),
+		[]byte(`{"outcome":"failure","reason":"card \"declined\" <b>\u00e9\u2028\n"}`),
+		[]byte(`{"Outcome":"transient","reason":"","result":null,"extra":[1,2.5e3,true]}`))
+	n += sagatest.DecodesLikeEncodingJSON[saga.EndEvent](t, saga.DecodeJSON,
+		[]byte(`{"saga_id":"o-1","saga_type":"order","state":"Completed","version":4,`+
+			`"data":{"order_id":"o-1","lines":[{"product_id":"p","quantity":1}]},"results":{"reserve-stock":{"lines":[]}}}`),
+		[]byte(`{"saga_id":"o-2","saga_type":"order","state":"Cancelled","reason":"out of stock: p","version":18446744073709551615}`))
+	t.Logf("%d bodies decoded alike", n)
+}
+
+// BenchmarkRecordBodyDecode decodes a reply's body and an end event, the
+// bodies the orchestrator and the read model decode from every record,
+// with encoding/json and with DecodeJSON side by side.
+func BenchmarkRecordBodyDecode(b *testing.B) {
+	reply := []byte(`{"outcome":"success","result":{"lines":[{"product_id":"bench-p17","quantity":1}]}}`)
+	end := []byte(`{"saga_id":"0190a8f2-7c1e-7b3a-9f00-3c2d1e0f4a5b","saga_type":"order","state":"Completed","version":3,` +
+		`"data":{"order_id":"0190a8f2-7c1e-7b3a-9f00-3c2d1e0f4a5b","customer_id":"bench-c3","lines":[{"product_id":"bench-p17","quantity":1,"unit_price_cents":100}],"total_cents":100,"scenario":""},` +
+		`"results":{"charge-payment":{"charged_cents":100},"reserve-stock":{"lines":[{"product_id":"bench-p17","quantity":1}]}}}`)
+	for _, c := range []struct {
+		name string
+		body []byte
+		v    func() any
+	}{{"reply", reply, func() any { return new(saga.ReplyBody) }}, {"end", end, func() any { return new(saga.EndEvent) }}} {
+		for _, d := range []struct {
+			name   string
+			decode func([]byte, any) error
+		}{{"encoding-json", json.Unmarshal}, {"DecodeJSON", saga.DecodeJSON}} {
+			b.Run(c.name+"/"+d.name, func(b *testing.B) {
+				b.SetBytes(int64(len(c.body)))
+				for b.Loop() {
+					if err := d.decode(c.body, c.v()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }

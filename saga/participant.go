@@ -2,7 +2,6 @@ package saga
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -261,7 +260,7 @@ func DecodeCommand(participant string, cmd Envelope, phases map[string]Phase, wh
 	if cmd.Phase != want {
 		return fmt.Errorf("%w: %s: %s with phase %q, want %q", ErrPoison, participant, cmd.Type, cmd.Phase, want)
 	}
-	if err := json.Unmarshal(cmd.Payload, body); err != nil {
+	if err := DecodeJSON(cmd.Payload, body); err != nil {
 		return fmt.Errorf("%w: %s: %s is not %s: %v", ErrPoison, participant, cmd.Type, what, err)
 	}
 	return nil

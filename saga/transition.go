@@ -295,7 +295,7 @@ func start(def *Definition, in Input) (*Instance, []Outgoing, error) {
 	if len(def.Steps) == 0 {
 		return nil, nil, fmt.Errorf("%w: saga %q has no steps (see Definition.Validate)", ErrIllegal, def.Name)
 	}
-	if len(s.Data) > 0 && !json.Valid(s.Data) {
+	if len(s.Data) > 0 && !ValidJSON(s.Data) {
 		return nil, nil, fmt.Errorf("%w: start of saga %q: data is not JSON", ErrIllegal, s.SagaID)
 	}
 	i := &Instance{
@@ -373,7 +373,7 @@ func (t *tx) reply() (*Instance, []Outgoing, error) {
 			r.Phase, t.stepName(k), r.Attempt, t.waitsFor())
 	}
 	phase := r.Phase
-	if len(r.Result) > 0 && !json.Valid(r.Result) {
+	if len(r.Result) > 0 && !ValidJSON(r.Result) {
 		return ignore(t.old, ErrIllegal, "reply for step %s: result is not JSON", t.stepName(k))
 	}
 	t.begin()
@@ -833,7 +833,7 @@ func build(b Builder, data json.RawMessage) (cmd Command, err error) {
 		return Command{}, fmt.Errorf("builder returned a command without a type")
 	case len(cmd.Payload) == 0:
 		cmd.Payload = json.RawMessage("{}")
-	case !json.Valid(cmd.Payload):
+	case !ValidJSON(cmd.Payload):
 		return Command{}, fmt.Errorf("builder returned a %s payload that is not JSON", cmd.Type)
 	}
 	return cmd, nil

@@ -20,6 +20,10 @@
 // snapshot must pass Instance.Check. They need no Kafka and no Redis. The
 // participants' side of the contract is tested on real Redis by
 // saga/participanttest, and the whole under faults by the chaos suite.
+//
+// It also holds a faster JSON decoder to encoding/json for one type
+// (DecodesLikeEncodingJSON): the services decode every record's body with
+// saga.DecodeJSON, and each body type they decode is checked with it.
 package sagatest
 
 import (
