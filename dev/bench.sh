@@ -139,8 +139,9 @@ say "bench: warming up (one saga end to end)"
 # JVMs (summed) and Redis. A part it cannot find reads 0.
 cpu_ticks() {
 	local i t f
+	# The ceiling runs with the services stopped (pids empty): they read 0.
 	for i in "${!services[@]}"; do
-		echo "${services[$i]} $(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo 0)"
+		echo "${services[$i]} $(awk '{print $14 + $15}' "/proc/${pids[$i]:-0}/stat" 2>/dev/null || echo 0)"
 	done
 	t=0
 	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
