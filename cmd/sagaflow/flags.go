@@ -81,6 +81,7 @@ func windowFlags(fs *flag.FlagSet) func() (wire.Windows, error) {
 	fs.DurationVar(&w.OrderMemory, "order-memory", d.OrderMemory, "orders: how long an ended order stays in the read model's memory")
 	fs.DurationVar(&w.OrderTTL, "order-ttl", d.OrderTTL, "orders: how long an ended order is kept in Redis after it left memory; then GET answers 404. About 1.6 KB of Redis an order: lower it at hundreds of orders/s (docs/design.md)")
 	fs.DurationVar(&w.CommandRetention, "command-retention", d.CommandRetention, "topics: how long stock.commands and payment.commands keep a command")
+	fs.DurationVar(&w.EventRetention, "event-retention", d.EventRetention, "topics: how long orders.events, the reply topics, saga.control and saga.deadletter keep a record (an orchestrator down longer loses the orders placed meanwhile); at least -command-retention")
 	fs.DurationVar(&w.DedupTTL, "dedup-ttl", d.DedupTTL, "stock, payment: how long dedup, barrier and per-order records live; at least -command-retention + 1m, and longer than a Failed saga may wait for an operator")
 	return func() (wire.Windows, error) { return *w, w.Validate() }
 }

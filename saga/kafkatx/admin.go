@@ -40,9 +40,10 @@ type TopicSpec struct {
 }
 
 // SagaflowTopics returns the topics of docs/design.md with the given partition
-// count and the default command retention (DefaultCommandRetention).
+// count and the default retentions (DefaultCommandRetention,
+// DefaultEventRetention).
 func SagaflowTopics(partitions int) []TopicSpec {
-	return SagaflowTopicsRetaining(partitions, DefaultCommandRetention)
+	return SagaflowTopicsRetaining(partitions, DefaultCommandRetention, DefaultEventRetention)
 }
 
 // DefaultCommandRetention is how long the command topics keep a command. The
@@ -50,8 +51,18 @@ func SagaflowTopics(partitions int) []TopicSpec {
 // state"): a replay from any retained offset is then deduplicated.
 const DefaultCommandRetention = time.Hour
 
+// DefaultEventRetention is how long the other topics that are not compacted
+// (orders.events, the reply topics, saga.control and saga.deadletter) keep
+// a record: a week, Kafka's own default, set on the topics so that the
+// bound holds on a cluster whose default is longer or unlimited. An
+// OrderPlaced the API acknowledged waits on orders.events this long for an
+// orchestrator, and a dead letter this long for an operator.
+const DefaultEventRetention = 7 * 24 * time.Hour
+
 // SagaflowTopicsRetaining is SagaflowTopics with the command topics keeping
-// their records for commandRetention.
+// their records for commandRetention and the other topics that are not
+// compacted for eventRetention: every topic is bounded by a window of its
+// own or by compaction.
 //
 // saga.state is compacted: only the newest snapshot of each saga matters for
 // a restore, and an ended saga's tombstone removes it altogether. Segments
@@ -59,19 +70,22 @@ const DefaultCommandRetention = time.Hour
 // that a quiet topic would keep its history for a week), the cleaner starts
 // once 10% of the log is dirty, and tombstones stay an hour after
 // compaction, long enough for every reader to have seen them.
-func SagaflowTopicsRetaining(partitions int, commandRetention time.Duration) []TopicSpec {
+func SagaflowTopicsRetaining(partitions int, commandRetention, eventRetention time.Duration) []TopicSpec {
 	names := []string{TopicOrderEvents, TopicStockReplies, TopicPaymentReplies, TopicSagaDeadLetter, TopicSagaControl}
 	specs := make([]TopicSpec, 0, len(names)+3)
 	for _, n := range names {
-		specs = append(specs, TopicSpec{Name: n, Partitions: partitions})
+		specs = append(specs, TopicSpec{Name: n, Partitions: partitions, Config: retaining(eventRetention)})
 	}
-	retain := map[string]string{"retention.ms": fmt.Sprint(commandRetention.Milliseconds())}
 	specs = append(specs,
-		TopicSpec{Name: TopicStockCommands, Partitions: partitions, Config: retain},
-		TopicSpec{Name: TopicPaymentCommands, Partitions: partitions, Config: retain})
+		TopicSpec{Name: TopicStockCommands, Partitions: partitions, Config: retaining(commandRetention)},
+		TopicSpec{Name: TopicPaymentCommands, Partitions: partitions, Config: retaining(commandRetention)})
 	return append(specs, TopicSpec{Name: TopicSagaState, Partitions: partitions,
 		Config: map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
 			"segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": "3600000"}})
+}
+
+func retaining(d time.Duration) map[string]string {
+	return map[string]string{"retention.ms": fmt.Sprint(d.Milliseconds())}
 }
 
 // CreateTopics creates the topics that do not exist yet. An existing topic is

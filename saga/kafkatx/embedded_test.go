@@ -38,17 +38,37 @@ func TestStartEmbedded(t *testing.T) {
 			t.Errorf("topic %s: exists %v with %d partitions, want %d", spec.Name, ok, len(tm.Partitions), parts)
 		}
 	}
-	res, err := ac.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: kafkatx.TopicSagaState}})
-	if err != nil {
-		t.Fatal(err)
+	// Every topic is bounded: compacted, or with a retention of its own
+	// (a cluster's default may be unlimited).
+	bounded := func(command, event string) {
+		t.Helper()
+		for _, spec := range kafkatx.SagaflowTopics(parts) {
+			res, err := ac.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: spec.Name}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := event
+			switch spec.Name {
+			case kafkatx.TopicSagaState:
+				if got := res[0].Config["cleanup.policy"].Value; got != "compact" {
+					t.Errorf("%s cleanup.policy = %q, want compact", spec.Name, got)
+				}
+				continue
+			case kafkatx.TopicStockCommands, kafkatx.TopicPaymentCommands:
+				want = command
+			}
+			if got := res[0].Config["retention.ms"].Value; got != want {
+				t.Errorf("%s retention.ms = %q, want %s", spec.Name, got, want)
+			}
+		}
 	}
-	if got := res[0].Config["cleanup.policy"].Value; got != "compact" {
-		t.Errorf("%s cleanup.policy = %q, want compact", kafkatx.TopicSagaState, got)
-	}
-	// Creating what exists is not an error (CreateTopics's contract).
-	if err := kafkatx.CreateTopics(ctx, b.Brokers(), kafkatx.SagaflowTopics(parts)); err != nil {
+	bounded("3600000", "604800000")
+	// Creating what exists is not an error (CreateTopics's contract), and
+	// the retentions asked for are set on the topics that exist.
+	if err := kafkatx.CreateTopics(ctx, b.Brokers(), kafkatx.SagaflowTopicsRetaining(parts, 2*time.Hour, 48*time.Hour)); err != nil {
 		t.Errorf("creating the topics again: %v, want nil (they exist)", err)
 	}
+	bounded("7200000", "172800000")
 	ac.Close()
 	b.Close()
 	b.Close() // a second Close is harmless

@@ -29,6 +29,10 @@ type Windows struct {
 	OrderMemory, OrderTTL time.Duration
 	// CommandRetention: the command topics keep a command this long.
 	CommandRetention time.Duration
+	// EventRetention: the other topics that are not compacted
+	// (orders.events, the replies, saga.control, saga.deadletter) keep a
+	// record this long.
+	EventRetention time.Duration
 	// DedupTTL: the participants' dedup, barrier and per-order records live
 	// this long after they are written.
 	DedupTTL time.Duration
@@ -38,7 +42,7 @@ type Windows struct {
 func DefaultWindows() Windows {
 	return Windows{SagaRetention: saga.DefaultRetention, IdempotencyTTL: 10 * time.Minute,
 		OrderMemory: orders.DefaultMemory, OrderTTL: 24 * time.Hour,
-		CommandRetention: kafkatx.DefaultCommandRetention, DedupTTL: 2 * time.Hour}
+		CommandRetention: kafkatx.DefaultCommandRetention, EventRetention: kafkatx.DefaultEventRetention, DedupTTL: 2 * time.Hour}
 }
 
 // DedupMargin is what DedupTTL must exceed CommandRetention by. A command is
@@ -66,10 +70,15 @@ var ErrWindows = errors.New("wire: retention windows do not nest")
 //     the retention finds nothing to replay.
 //   - OrderMemory <= OrderTTL: an order leaves memory for Redis, not for
 //     nothing.
+//   - EventRetention >= CommandRetention. An OrderPlaced the API
+//     acknowledged waits on orders.events for an orchestrator, and replies
+//     wait for it on their topics: the orchestrator may be down at least as
+//     long as a participant may (whose commands wait CommandRetention)
+//     before anything is lost.
 func (w Windows) Validate() error {
 	var errs []error
 	for name, d := range map[string]time.Duration{"saga-retention": w.SagaRetention, "idempotency-ttl": w.IdempotencyTTL,
-		"order-memory": w.OrderMemory, "order-ttl": w.OrderTTL, "command-retention": w.CommandRetention, "dedup-ttl": w.DedupTTL} {
+		"order-memory": w.OrderMemory, "order-ttl": w.OrderTTL, "command-retention": w.CommandRetention, "event-retention": w.EventRetention, "dedup-ttl": w.DedupTTL} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("-%s must be positive, got %s", name, d))
 		}
@@ -85,15 +94,19 @@ func (w Windows) Validate() error {
 	if w.OrderMemory > w.OrderTTL {
 		errs = append(errs, fmt.Errorf("-order-memory %s is longer than -order-ttl %s", w.OrderMemory, w.OrderTTL))
 	}
+	if w.EventRetention < w.CommandRetention {
+		errs = append(errs, fmt.Errorf("-event-retention %s is shorter than -command-retention %s: an orchestrator down that long would lose acknowledged orders",
+			w.EventRetention, w.CommandRetention))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrWindows, errors.Join(errs...))
 	}
 	return nil
 }
 
-// Topics is the topics of the system with the command retention of w.
+// Topics is the topics of the system with the retentions of w.
 func (w Windows) Topics(partitions int) []kafkatx.TopicSpec {
-	return kafkatx.SagaflowTopicsRetaining(partitions, w.CommandRetention)
+	return kafkatx.SagaflowTopicsRetaining(partitions, w.CommandRetention, w.EventRetention)
 }
 
 // orderArchive keeps ended orders in Redis, one key each, with a TTL: the

@@ -23,6 +23,7 @@ func TestWindowsThatDoNotNestAreRefused(t *testing.T) {
 		{"key outlives the saga's memory", func(w *Windows) { w.IdempotencyTTL = w.SagaRetention + time.Second }, "-idempotency-ttl"},
 		{"dedup shorter than the commands' retention", func(w *Windows) { w.DedupTTL = w.CommandRetention }, "-dedup-ttl"},
 		{"order memory longer than its archive", func(w *Windows) { w.OrderMemory = w.OrderTTL + time.Second }, "-order-memory"},
+		{"events kept shorter than commands", func(w *Windows) { w.EventRetention = w.CommandRetention - time.Second }, "-event-retention"},
 		{"zero window", func(w *Windows) { w.SagaRetention = 0 }, "-saga-retention must be positive"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
