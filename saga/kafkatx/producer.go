@@ -94,6 +94,9 @@ func (pr *Producer) connect() (*kafka.Producer, error) {
 		"enable.idempotence": true,
 		"partitioner":        "murmur2_random",
 		"linger.ms":          int(pr.linger.Milliseconds()),
+		// Senders read a delivery report's error only; see the loop's
+		// producer.
+		"go.delivery.report.fields": "none",
 		// A record nobody acknowledged within a minute is of no use to the
 		// sender, which has long given up; the default (5 minutes) only
 		// keeps a wedged producer's queue alive.
