@@ -3,13 +3,14 @@ package bench
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 )
 
-// TestHTTPPlacerReadsARefusal: a 503 problem answer becomes a Refused with
+// TestHTTPPlacerReadsARefusal: the order goes as the API's JSON; a 503 problem answer becomes a Refused with
 // the problem's kind and the Retry-After the API asked for, which the
 // closed loop waits out; a 202 gives the order id.
 func TestHTTPPlacerReadsARefusal(t *testing.T) {
@@ -17,6 +18,10 @@ func TestHTTPPlacerReadsARefusal(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Idempotency-Key") == "" || r.URL.Path != "/orders" {
 			t.Errorf("request without a key, or to %s", r.URL.Path)
+		}
+		want := `{"customer_id":"` + CustomerID(0) + `","lines":[{"product_id":"` + ProductID(0) + `","quantity":1}]}`
+		if b, _ := io.ReadAll(r.Body); string(b) != want {
+			t.Errorf("body %s, want %s", b, want)
 		}
 		if refuse {
 			w.Header().Set("Retry-After", "2")
