@@ -34,12 +34,14 @@ type ReadModelConfig struct {
 }
 
 // Archive stores ended orders for longer than the read model keeps them in
-// memory (a Redis hash with a TTL, in the services). Put is idempotent: every
-// orders instance puts the same final state. Get's bool says whether the
-// order was found; an error means the archive could not be asked.
+// memory (a Redis key with a TTL each, in the services). It keeps each
+// order's record as the read model made it, and gives it back by id. Put
+// is idempotent: every orders instance puts the same final state. Get's
+// bool says whether the order was found; an error means the archive could
+// not be asked.
 type Archive interface {
-	Put(ctx context.Context, orders []Order) error
-	Get(ctx context.Context, id string) (Order, bool, error)
+	Put(ctx context.Context, orders []ArchivedOrder) error
+	Get(ctx context.Context, id string) ([]byte, bool, error)
 }
 
 func (c ReadModelConfig) withDefaults() ReadModelConfig {
@@ -147,17 +149,11 @@ func (e *entry) get() Order {
 		return o
 	}
 	// These bytes decoded before (snapshot), and their data is the order
-	// the orchestrator checked at the saga's start: neither can fail now.
-	in, err := saga.DecodeSnapshot(e.packed)
+	// the orchestrator checked at the saga's start: this cannot fail now.
+	o, err := unpack(o, e.packed)
 	if err != nil {
-		panic(fmt.Sprintf("orders: the kept snapshot of %s no longer decodes: %v", o.OrderID, err))
+		panic(fmt.Sprintf("orders: a kept snapshot no longer unpacks: %v", err))
 	}
-	placed, err := decodeOrderPlaced(in.Data)
-	if err != nil {
-		panic(fmt.Sprintf("orders: the kept snapshot of %s has no order: %v", o.OrderID, err))
-	}
-	o.CustomerID, o.Scenario, o.Lines, o.Reason = placed.CustomerID, placed.Scenario, nonNil(placed.Lines), in.Reason
-	o.Steps, o.History = nonNil(in.Steps), nonNil(in.History)
 	return o
 }
 
@@ -245,7 +241,15 @@ func (m *ReadModel) Lookup(ctx context.Context, id string) (Order, bool, error) 
 	if m.cfg.Archive == nil {
 		return Order{}, false, nil
 	}
-	return m.cfg.Archive.Get(ctx, id)
+	b, ok, err := m.cfg.Archive.Get(ctx, id)
+	if err != nil || !ok {
+		return Order{}, false, err
+	}
+	o, err := decodeArchived(b)
+	if err != nil {
+		return Order{}, false, fmt.Errorf("orders: archived order %s: %w", id, err)
+	}
+	return o, true, nil
 }
 
 // Archived counts the orders moved from memory to the archive.
@@ -285,21 +289,34 @@ func (m *ReadModel) sweep(ctx context.Context, now time.Time) int {
 		m.mu.RUnlock()
 		return 0
 	}
+	// The entries as they are now: a packed one's order and snapshot are
+	// not changed after packing (a change replaces them), so they are
+	// encoded outside the lock.
 	due := make([]Order, 0, n)
+	packed := make([][]byte, 0, n)
 	for _, e := range m.ended[:n] {
 		if en, ok := m.orders[e.id]; ok {
-			due = append(due, en.get())
+			due, packed = append(due, en.order), append(packed, en.packed)
 		} else {
-			due = append(due, Order{OrderID: e.id}) // gone already: nothing to write
+			due, packed = append(due, Order{OrderID: e.id}), append(packed, nil) // gone already: nothing to write
 		}
 	}
 	m.mu.RUnlock()
 	if m.cfg.Archive != nil {
-		put := make([]Order, 0, len(due))
-		for _, o := range due {
-			if o.Status != "" {
-				put = append(put, o)
+		put := make([]ArchivedOrder, 0, len(due))
+		for i, o := range due {
+			if o.Status == "" {
+				continue
 			}
+			b, err := encodeArchived(o, packed[i])
+			if err != nil {
+				// It never will be (a time past year 9999): keeping it
+				// would hold memory for good, or stop every sweep after.
+				m.log.Error("an ended order cannot be encoded for the archive; it leaves memory unarchived",
+					zap.String("order_id", o.OrderID), zap.Error(err))
+				continue
+			}
+			put = append(put, ArchivedOrder{ID: o.OrderID, Value: b})
 		}
 		if err := m.cfg.Archive.Put(ctx, put); err != nil {
 			m.log.Warn("archiving ended orders failed; they stay in memory until the next try", zap.Error(err))

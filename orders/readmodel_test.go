@@ -303,34 +303,34 @@ func TestWaitSeesLaterChange(t *testing.T) {
 // memArchive is an Archive in memory, for the read model's pure tests.
 type memArchive struct {
 	mu     sync.Mutex
-	orders map[string]Order
+	orders map[string][]byte
 	fail   error
 }
 
-func (a *memArchive) Put(_ context.Context, os []Order) error {
+func (a *memArchive) Put(_ context.Context, os []ArchivedOrder) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.fail != nil {
 		return a.fail
 	}
 	for _, o := range os {
-		a.orders[o.OrderID] = o
+		a.orders[o.ID] = o.Value
 	}
 	return nil
 }
 
-func (a *memArchive) Get(_ context.Context, id string) (Order, bool, error) {
+func (a *memArchive) Get(_ context.Context, id string) ([]byte, bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	o, ok := a.orders[id]
-	return o, ok, nil
+	b, ok := a.orders[id]
+	return b, ok, nil
 }
 
 // An order that ended leaves memory after the Memory window, once the
 // archive has it; a query for it is then answered from the archive. Live
 // orders stay, and an archive that fails keeps the order in memory.
 func TestReadModelMovesEndedOrdersToTheArchive(t *testing.T) {
-	arch := &memArchive{orders: map[string]Order{}, fail: errors.New("redis down (test)")}
+	arch := &memArchive{orders: map[string][]byte{}, fail: errors.New("redis down (test)")}
 	m, err := NewReadModel(ReadModelConfig{Brokers: "unused:9", Memory: time.Minute, Archive: arch}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +376,7 @@ func TestReadModelMovesEndedOrdersToTheArchive(t *testing.T) {
 // An ended order waits out its memory window packed (entry.packed): every
 // way out of the read model still gives its steps and history.
 func TestReadModelPacksEndedOrders(t *testing.T) {
-	arch := &memArchive{orders: map[string]Order{}}
+	arch := &memArchive{orders: map[string][]byte{}}
 	m, err := NewReadModel(ReadModelConfig{Brokers: "unused:9", Memory: time.Minute, Archive: arch}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)

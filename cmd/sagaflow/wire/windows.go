@@ -2,7 +2,6 @@ package wire
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -120,35 +119,27 @@ type orderArchive struct {
 func (a orderArchive) key(id string) string { return a.prefix + "order:" + id }
 
 // Put writes the orders in one pipeline: one round trip per sweep.
-func (a orderArchive) Put(ctx context.Context, os []orders.Order) error {
+func (a orderArchive) Put(ctx context.Context, os []orders.ArchivedOrder) error {
 	if len(os) == 0 {
 		return nil
 	}
 	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, o := range os {
-			b, err := json.Marshal(o)
-			if err != nil {
-				return err
-			}
-			p.Set(ctx, a.key(o.OrderID), b, a.ttl)
+			p.Set(ctx, a.key(o.ID), o.Value, a.ttl)
 		}
 		return nil
 	})
 	return err
 }
 
-// Get reads one order.
-func (a orderArchive) Get(ctx context.Context, id string) (orders.Order, bool, error) {
+// Get reads one order's record.
+func (a orderArchive) Get(ctx context.Context, id string) ([]byte, bool, error) {
 	b, err := a.rdb.Get(ctx, a.key(id)).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return orders.Order{}, false, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return orders.Order{}, false, err
+		return nil, false, err
 	}
-	var o orders.Order
-	if err := json.Unmarshal(b, &o); err != nil {
-		return orders.Order{}, false, fmt.Errorf("wire: archived order %s: %w", id, err)
-	}
-	return o, true, nil
+	return b, true, nil
 }
