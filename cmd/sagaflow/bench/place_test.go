@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// TestHTTPPlacerReadsARefusal: the order goes as the API's JSON; a 503 problem answer becomes a Refused with
-// the problem's kind and the Retry-After the API asked for, which the
-// closed loop waits out; a 202 gives the order id.
+// TestHTTPPlacerReadsARefusal: the order goes as the API's JSON; a 503
+// problem answer becomes a Refused with the problem's kind and the
+// Retry-After the API asked for, which the closed loop waits out; a 202
+// gives the order id.
 func TestHTTPPlacerReadsARefusal(t *testing.T) {
 	refuse := true
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
