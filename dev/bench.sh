@@ -3,8 +3,9 @@
 # payment, orchestrator, orders) on the dev Kafka and Redis, drive it with
 # `sagaflow bench`, then stop the services. `make bench` calls it.
 #
-#   dev/bench.sh                    the standard set: idle, sparse (one order every 5 s), 32 clients, 1,000/s, saturation,
-#                                   then the ceiling (the saga's Kafka traffic alone; see ceiling below)
+#   dev/bench.sh                    the standard set: idle, sparse (one order every 5 s), 32 clients, 1,000/s, a sweep
+#                                   of rates (latency and CPU against the load), saturation, then the ceiling (the
+#                                   saga's Kafka traffic alone; see ceiling below)
 #   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
 #
 # Knobs (environment): BENCH_PARTITIONS (4, the services' default: the
@@ -13,6 +14,8 @@
 # partition count has topics of its own and none of them meets the tests'
 # or the demo's), BENCH_DURATION (30s), BENCH_RATE (1000), BENCH_SATURATE
 # (1000, the closed-loop clients that find saturation), BENCH_CLIENTS (32),
+# BENCH_SWEEP (100,300,500,700,900: the sweep's rates, one step each; empty
+# skips it), BENCH_SWEEP_DURATION (20s, each step's),
 # BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
 # BENCH_STOCK_FLAGS, BENCH_PAYMENT_FLAGS, BENCH_ORCHESTRATOR_FLAGS and
 # BENCH_ORDERS_FLAGS (for one service),
@@ -160,31 +163,23 @@ cpu_ticks() {
 	echo "redis $t"
 }
 
-# loadgen_ticks: the CPU time (in clock ticks) of this script's children
-# that ended so far, as a "loadgen" line. Read just before and after a
-# `sagaflow bench`, the difference is that run's load generator: the
-# services run on, so they are not among them.
-# (times must run in this shell, not in a pipe's or a command
-# substitution's subshell, whose children are its own.)
-loadgen_ticks() {
-	times >"$OUT/times"
-	awk -v hz="$(getconf CLK_TCK)" 'NR == 2 {
-		t = 0
-		for (i = 1; i <= 2; i++) { split($i, f, /[ms]/); t += f[1] * 60 + f[2] }
-		printf "loadgen %d\n", t * hz }' "$OUT/times"
-}
-
-# cpu_report BEFORE AFTER ENDED: the CPU each part spent per saga that ended
-# during a run, and what two cores allow at that cost. On a machine where
-# every part shares the cores this is the figure that says where the time
+# cpu_procs: the -cpu list for `sagaflow bench`, which counts each part's
+# CPU per saga that ended (and its own, as loadgen): the four services, the
+# local Kafka JVMs (summed under one name) and Redis. On a machine where
+# every part shares the cores, that is the figure that says where the time
 # goes; it moves much less from run to run than throughput does.
-cpu_report() {
-	awk -v ended="$3" -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" '
-		NR == FNR { before[$1] = $2; next }
-		{ ms = ($2 - before[$1]) * 1000 / hz / (ended > 0 ? ended : 1); total += ms
-		  line = line sprintf("%s%s %.2f", (line == "" ? "" : ", "), $1, ms) }
-		END { printf "  cpu          ms per saga: %s; total %.2f (%d cores carry about %.0f sagas/s at that cost)\n",
-			line, total, cores, (total > 0 ? cores * 1000 / total : 0) }' "$1" "$2"
+cpu_procs() {
+	local i f list=()
+	for i in "${!services[@]}"; do
+		list+=("${services[$i]}=${pids[$i]}")
+	done
+	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
+		pid_matches "$f" "${f%/kafka.pid}/server.properties" && list+=("kafka=$(<"$f")")
+	done
+	f=$CACHE/redis/redis.pid
+	pid_matches "$f" redis-server && list+=("redis=$(<"$f")")
+	local IFS=,
+	echo "${list[*]}"
 }
 
 # kafka_requests: the requests the local Kafka brokers have served so far,
@@ -391,25 +386,19 @@ bench() {
 	say "== bench $name: sagaflow bench $*"
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-before"
 	kafka_threads >"$OUT/$name.threads-before"
-	cpu_ticks >"$OUT/$name.cpu-before"
 	local prof=()
 	[[ ${BENCH_PPROF:-0} == 1 ]] && prof=(-pprof 127.0.0.1:16064)
-	loadgen_ticks >>"$OUT/$name.cpu-before"
-	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" "${prof[@]}" \
+	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" "${prof[@]}" -cpu "$(cpu_procs)" \
 		-json "$OUT/$name.json" -html "$OUT/$name.html" "$@" | tee "$OUT/$name.txt"
-	loadgen_ticks >"$OUT/$name.loadgen-after"
-	cpu_ticks >"$OUT/$name.cpu-after"
-	cat "$OUT/$name.loadgen-after" >>"$OUT/$name.cpu-after"
 	kafka_threads >"$OUT/$name.threads-after"
 	services_alive "during the $name run"
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-after"
-	# The sagas that ended during the run, drain included: the CPU counts
-	# the drain too.
+	# The sagas that ended during the run, drain included, as the CPU
+	# counts (a sweep's table has no such line: its requests go unreported).
 	ended=$(sed -n 's/^ *sagas .* ended \([0-9]*\),.*/\1/p' "$OUT/$name.txt")
-	cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
 	requests_report "$OUT/$name.requests-before" "$OUT/$name.requests-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
 	threads_report "$OUT/$name.threads-before" "$OUT/$name.threads-after" | tee -a "$OUT/$name.txt"
-	rm -f "$OUT/$name".{cpu,requests,threads}-{before,after} "$OUT/$name.loadgen-after" "$OUT/times"
+	rm -f "$OUT/$name".{requests,threads}-{before,after}
 }
 
 # restart_orchestrator: BENCH_RESTART=1 SIGKILLs the orchestrator after the
@@ -497,6 +486,10 @@ if [[ ${BENCH_PPROF:-0} == 1 ]]; then
 fi
 bench open -rate "${BENCH_RATE:-1000}" -duration "$D"
 ((${#profilers[@]} == 0)) || wait "${profilers[@]}"
+# The sweep: open loops one after another at rising rates, for the curve of
+# latency and CPU a saga against the load (sweep.html).
+SWEEP=${BENCH_SWEEP-100,300,500,700,900}
+[[ -z $SWEEP ]] || bench sweep -rate "$SWEEP" -duration "${BENCH_SWEEP_DURATION:-20s}"
 # Saturation: more clients than the system can serve at once, so it runs
 # flat out with a bounded queue (an open loop past capacity only grows one).
 bench saturation -clients "${BENCH_SATURATE:-1000}" -duration "$D" -drain 60s || true

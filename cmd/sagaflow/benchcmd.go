@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sagaflow/sagaflow/cmd/sagaflow/bench"
@@ -23,8 +27,11 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	var cfg bench.Config
 	fs.StringVar(&cfg.Via, "via", "http", "how orders are placed: http (POST /orders at -url) or kafka (OrderPlaced straight to orders.events)")
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080/", "the orders API, for -via http")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: sagas per second offered, whatever the system does")
-	fs.IntVar(&cfg.Clients, "clients", 0, "closed loop: clients, each waiting for its saga to end before the next")
+	var rates floatList
+	var clients intList
+	fs.Var(&rates, "rate", "open loop: sagas per second offered, whatever the system does; a list (200,400,800) runs one step after another, a sweep")
+	fs.Var(&clients, "clients", "closed loop: clients, each waiting for its saga to end before the next; a list (1,8,32) is a sweep")
+	cpu := fs.String("cpu", "", "count the CPU of these processes per saga, with the bench's own (loadgen): NAME=PID,... (one name twice sums; Linux)")
 	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long the load runs")
 	fs.DurationVar(&cfg.Drain, "drain", 30*time.Second, "how long to wait after the load for running sagas to end")
 	fs.Float64Var(&cfg.Decline, "decline", 0, "share of orders (0..1) from a customer without money: payment declines, the saga compensates")
@@ -34,11 +41,13 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	htmlOut := fs.String("html", "", "write a self-contained HTML page with throughput and latency over time to this file")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sagaflow bench (-rate N | -clients N) [flags]")
+		fmt.Fprintln(fs.Output(), "usage: sagaflow bench (-rate N[,N...] | -clients N[,N...]) [flags]")
 		fmt.Fprintln(fs.Output(), "\nPlaces orders on a running system (the services, or `sagaflow demo -kafka ... -redis ...`)")
 		fmt.Fprintln(fs.Output(), "and measures each saga from its request to its end event. It seeds products and")
 		fmt.Fprintln(fs.Output(), "customers of its own in -redis (ids bench-*), and measures one transactional hop on")
-		fmt.Fprintln(fs.Output(), "-kafka first (the floor). Flags:")
+		fmt.Fprintln(fs.Output(), "-kafka first (the floor). Several rates or client counts run one after another,")
+		fmt.Fprintln(fs.Output(), "each with its -duration and -drain: a sweep, reported as a table and (-html)")
+		fmt.Fprintln(fs.Output(), "as latency, throughput and CPU against the load. Flags:")
 		fs.PrintDefaults()
 	}
 	// The shared parse: it also serves -pprof, since the load generator
@@ -56,7 +65,16 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if !*quiet {
 		cfg.Progress = os.Stderr
 	}
-	if err := cfg.Validate(); err != nil {
+	if *cpu != "" {
+		if cfg.Watch, err = bench.ParseProcs(*cpu); err != nil {
+			return err
+		}
+	}
+	steps, err := sweepSteps(rates, clients)
+	if err != nil {
+		return err
+	}
+	if err := cfg.ValidateSteps(steps); err != nil {
 		return err
 	}
 	rdb, err := in.redisClient(ctx)
@@ -78,13 +96,21 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	} else {
 		placer = bench.NewHTTPPlacer(cfg.URL)
 	}
-	res, err := bench.Run(ctx, cfg, placer)
+	results, err := bench.Sweep(ctx, cfg, steps, placer)
 	if err != nil {
 		return err
 	}
-	res.WriteTable(stdout)
+	var out interface {
+		WriteTable(io.Writer)
+		WriteHTML(io.Writer) error
+	} = results[0]
+	var doc any = results[0]
+	if len(results) > 1 {
+		out, doc = bench.Curve(results), map[string]any{"steps": results}
+	}
+	out.WriteTable(stdout)
 	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(res, "", "  ")
+		b, _ := json.MarshalIndent(doc, "", "  ")
 		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
 			return err
 		}
@@ -94,7 +120,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := res.WriteHTML(f); err != nil {
+		if err := out.WriteHTML(f); err != nil {
 			f.Close()
 			return err
 		}
@@ -102,8 +128,73 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	if res.Unfinished > 0 {
-		return fmt.Errorf("%d sagas did not end within -drain %s", res.Unfinished, cfg.Drain)
+	var unfinished int64
+	for _, r := range results {
+		unfinished += r.Unfinished
+	}
+	if unfinished > 0 {
+		return fmt.Errorf("%d sagas did not end within -drain %s", unfinished, cfg.Drain)
+	}
+	return nil
+}
+
+// sweepSteps are the loads -rate or -clients ask for, in their order.
+func sweepSteps(rates floatList, clients intList) ([]bench.Step, error) {
+	if (len(rates) > 0) == (len(clients) > 0) {
+		return nil, errors.New("set exactly one of -rate (open loop) and -clients (closed loop)")
+	}
+	var steps []bench.Step
+	for _, r := range rates {
+		steps = append(steps, bench.Step{Rate: r})
+	}
+	for _, n := range clients {
+		steps = append(steps, bench.Step{Clients: n})
+	}
+	return steps, nil
+}
+
+// floatList is a flag of comma-separated positive numbers.
+type floatList []float64
+
+func (l *floatList) String() string {
+	var ss []string
+	for _, v := range *l {
+		ss = append(ss, strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	return strings.Join(ss, ",")
+}
+
+func (l *floatList) Set(s string) error {
+	*l = nil
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(v > 0) || math.IsInf(v, 0) { // !(v > 0) refuses NaN too
+			return fmt.Errorf("%q is not a positive number", f)
+		}
+		*l = append(*l, v)
+	}
+	return nil
+}
+
+// intList is a flag of comma-separated positive whole numbers.
+type intList []int
+
+func (l *intList) String() string {
+	var ss []string
+	for _, v := range *l {
+		ss = append(ss, strconv.Itoa(v))
+	}
+	return strings.Join(ss, ",")
+}
+
+func (l *intList) Set(s string) error {
+	*l = nil
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%q is not a positive whole number", f)
+		}
+		*l = append(*l, v)
 	}
 	return nil
 }

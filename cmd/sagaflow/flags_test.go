@@ -149,3 +149,39 @@ func TestOrdersRequestsRedisCallsAreCoalesced(t *testing.T) {
 		t.Error("-redis-coalesce 0 made a Coalescer")
 	}
 }
+
+// TestBenchLoadLists: -rate and -clients take one load or a list of them
+// (a sweep), in their order, and refuse anything but positive numbers, or
+// both at once.
+func TestBenchLoadLists(t *testing.T) {
+	var rates floatList
+	if err := rates.Set("200, 400,1e3"); err != nil || rates.String() != "200,400,1000" {
+		t.Fatalf("rates %v, %v", rates, err)
+	}
+	var clients intList
+	if err := clients.Set("32"); err != nil || clients.String() != "32" {
+		t.Fatalf("clients %v, %v", clients, err)
+	}
+	for _, bad := range []string{"", "0", "-5", "5,,6", "x", "Inf", "NaN"} {
+		var l floatList
+		if l.Set(bad) == nil {
+			t.Errorf("-rate %q taken", bad)
+		}
+	}
+	for _, bad := range []string{"", "0", "1.5", "3,-1"} {
+		var l intList
+		if l.Set(bad) == nil {
+			t.Errorf("-clients %q taken", bad)
+		}
+	}
+	steps, err := sweepSteps(rates, nil)
+	if err != nil || len(steps) != 3 || steps[2].Rate != 1000 || steps[0].Clients != 0 {
+		t.Errorf("steps %+v, %v", steps, err)
+	}
+	if _, err := sweepSteps(rates, clients); err == nil {
+		t.Error("-rate and -clients both taken")
+	}
+	if _, err := sweepSteps(nil, nil); err == nil {
+		t.Error("neither -rate nor -clients taken")
+	}
+}

@@ -63,23 +63,26 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 		}
 	})
 
-	for _, c := range []struct {
-		name string
-		rate float64
-	}{{"low", 5}, {"high", 150}} {
-		t.Run(c.name, func(t *testing.T) {
-			res, err := bench.Run(ctx, bench.Config{Via: "http", URL: url, Brokers: brokers, Rate: c.rate,
-				Duration: 15 * time.Second, Drain: 60 * time.Second, Decline: 0.1, OutOfStock: 0.1, FloorSamples: 10},
-				bench.NewHTTPPlacer(url))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%.0f/s offered: %d sent, %d ended (%v), p50 %s p99 %s max %s",
-				c.rate, res.Sent, res.Ended, res.Outcomes, res.Latency.P50, res.Latency.P99, res.Latency.Max)
+	// Both rates in one sweep, which also holds that a sweep's steps count
+	// apart: each step's orders, ends and CPU are its own.
+	const duration = 15 * time.Second
+	rates := []float64{5, 150}
+	results, err := bench.Sweep(ctx, bench.Config{Via: "http", URL: url, Brokers: brokers,
+		Duration: duration, Drain: 60 * time.Second, Decline: 0.1, OutOfStock: 0.1, FloorSamples: 10,
+		Watch: []bench.Proc{{Name: "system", PID: sys.cmd.Process.Pid}}},
+		[]bench.Step{{Rate: rates[0]}, {Rate: rates[1]}}, bench.NewHTTPPlacer(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, res := range results {
+		rate := rates[i]
+		t.Run([]string{"low", "high"}[i], func(t *testing.T) {
+			t.Logf("%.0f/s offered: %d sent, %d ended (%v), p50 %s p99 %s max %s, cpu %+v",
+				rate, res.Sent, res.Ended, res.Outcomes, res.Latency.P50, res.Latency.P99, res.Latency.Max, res.CPU)
 			// How many the generator got out depends on the machine (a
 			// loaded one falls behind the rate); that is for `make bench`
 			// to measure. What must hold: none refused, and enough sent to
-			// mean something.
+			// mean something, and no more than this step offered.
 			// A loaded machine may shed some with 503 (the API's load
 			// shedding: overloaded or backlogged); any other refusal,
 			// another 503 among them, is a bug.
@@ -88,8 +91,9 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 					t.Errorf("refused other than by shedding: %s", e)
 				}
 			}
-			if res.Sent < 50 {
-				t.Errorf("only %d orders accepted; errors: %v", res.Sent, res.Errors)
+			if offered := int64(rate*duration.Seconds()) + 1; res.Sent < 50 || res.Sent+res.Refused > offered {
+				t.Errorf("%d orders accepted and %d refused, want at least 50 accepted and at most %d offered; errors: %v",
+					res.Sent, res.Refused, offered, res.Errors)
 			}
 			if res.Unfinished != 0 || res.Ended != res.Sent {
 				t.Errorf("%d of %d sagas did not end within 60s of the load; the system's log:\n%s",
@@ -98,6 +102,11 @@ func TestSoakNoSagaLeftBehind(t *testing.T) {
 			// Declined and out-of-stock orders cancel, the rest complete.
 			if res.Outcomes[bench.Cancelled] == 0 || res.Outcomes[bench.Completed] == 0 || res.Outcomes[bench.Failed] != 0 {
 				t.Errorf("outcomes %v: want completed and cancelled sagas, none failed", res.Outcomes)
+			}
+			// The system ran the step's sagas, and the bench placed them.
+			if len(res.CPU) != 2 || res.CPU[0].Name != "system" || res.CPU[0].Spent <= 0 ||
+				res.CPU[1].Name != bench.LoadGen || res.CPU[1].Spent <= 0 {
+				t.Errorf("cpu %+v: want the system's and the load generator's, both above zero", res.CPU)
 			}
 		})
 	}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"sort"
 	"strconv"
@@ -56,6 +57,10 @@ type Config struct {
 	Progress io.Writer
 	// EventsTopic defaults to orders.events.
 	EventsTopic string
+	// Watch names the processes whose CPU a run counts, with its own
+	// (LoadGen), per saga that ended: on a machine where every part shares
+	// the cores, where the time goes. Linux only (it reads /proc).
+	Watch []Proc `json:"-"`
 }
 
 // Validate reports what is wrong with the configuration.
@@ -104,6 +109,8 @@ type Result struct {
 	Mode     string        `json:"mode"`
 	Started  time.Time     `json:"started"`
 	Measured time.Duration `json:"measured_ns"`
+	// Elapsed is the load and the drain: the time CPU counts over.
+	Elapsed time.Duration `json:"elapsed_ns"`
 	// Sent counts the orders accepted (202 or acknowledged by Kafka);
 	// Refused the ones the API or Kafka did not take.
 	Sent, Refused, Ended, Unfinished int64
@@ -117,7 +124,9 @@ type Result struct {
 	// at the end (0 when it kept up).
 	Behind   time.Duration `json:"behind_ns"`
 	Timeline []Second      `json:"timeline"`
-	Errors   []string      `json:"errors,omitempty"`
+	// CPU is what each watched part spent, drain included (Config.Watch).
+	CPU    []PartCPU `json:"cpu,omitempty"`
+	Errors []string  `json:"errors,omitempty"`
 }
 
 // Quantiles of a latency distribution.
@@ -177,8 +186,9 @@ type run struct {
 	sends   []time.Duration // offsets from start of accepted sends
 	errs    map[string]int
 
+	outcomes map[Outcome]int64
+
 	sent, refused, ended atomic.Int64
-	outcomes             sync.Map // Outcome -> *atomic.Int64
 	rng                  *rand.Rand
 	rngMu                sync.Mutex
 	seq                  atomic.Int64
@@ -198,7 +208,27 @@ type endAt struct {
 // Run measures the floor, then drives the load and drains; placer places
 // the orders (see NewHTTPPlacer and NewKafkaPlacer).
 func Run(ctx context.Context, cfg Config, placer Placer) (*Result, error) {
-	if err := cfg.Validate(); err != nil {
+	res, err := Sweep(ctx, cfg, []Step{{cfg.Rate, cfg.Clients}}, placer)
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// Step is one load of a sweep: an open loop at Rate or a closed loop of
+// Clients.
+type Step struct {
+	Rate    float64
+	Clients int
+}
+
+// Sweep runs cfg's load once for each step, one after another, with the
+// step's Rate and Clients in place of cfg's: latency, throughput and CPU
+// against the load offered, as a curve. The floor is measured once, before
+// the first step; one reader of the end events serves every step; each
+// step drains before the next one starts.
+func Sweep(ctx context.Context, cfg Config, steps []Step, placer Placer) ([]*Result, error) {
+	if err := cfg.ValidateSteps(steps); err != nil {
 		return nil, err
 	}
 	if cfg.EventsTopic == "" {
@@ -210,15 +240,15 @@ func Run(ctx context.Context, cfg Config, placer Placer) (*Result, error) {
 	if cfg.FloorSamples == 0 {
 		cfg.FloorSamples = 100
 	}
-	res := &Result{Config: cfg, Outcomes: map[Outcome]int64{}}
+	if _, err := sampleCPU(cfg.Watch); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
 	floor, err := MeasureFloor(ctx, cfg.Brokers, cfg.FloorSamples)
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor: %w", err)
 	}
-	res.Floor = floor
 
-	r := &run{cfg: cfg, placer: placer, pending: map[string]time.Time{}, early: map[string]ended{},
-		waiters: map[string]chan struct{}{}, errs: map[string]int{},
+	r := &run{placer: placer, early: map[string]ended{},
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)), runID: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	tctx, stopTail := context.WithCancel(ctx)
 	defer stopTail()
@@ -234,13 +264,68 @@ func Run(ctx context.Context, cfg Config, placer Placer) (*Result, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	var out []*Result
+	for i, st := range steps {
+		label := ""
+		if len(steps) > 1 {
+			label = fmt.Sprintf("step %d/%d  ", i+1, len(steps))
+		}
+		res, err := r.step(ctx, cfg.at(st), label)
+		if err != nil {
+			return nil, err
+		}
+		res.Floor = floor
+		out = append(out, res)
+	}
+	return out, nil
+}
 
+// ValidateSteps reports what is wrong with cfg for any of the steps.
+func (c Config) ValidateSteps(steps []Step) error {
+	if len(steps) == 0 {
+		return errors.New("no load to run: set -rate or -clients")
+	}
+	for i, st := range steps {
+		if err := c.at(st).Validate(); err != nil {
+			if len(steps) > 1 {
+				return fmt.Errorf("step %d: %w", i+1, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// at is the configuration of one step.
+func (c Config) at(st Step) Config {
+	c.Rate, c.Clients = st.Rate, st.Clients
+	return c
+}
+
+// step drives one load and drains it.
+func (r *run) step(ctx context.Context, cfg Config, label string) (*Result, error) {
+	res := &Result{Config: cfg, Outcomes: map[Outcome]int64{}}
+	r.mu.Lock()
+	// What the step before left running was counted as unfinished there;
+	// if it ends now, it goes to early and is never asked for.
+	r.cfg = cfg
+	r.pending, r.waiters, r.errs, r.outcomes = map[string]time.Time{}, map[string]chan struct{}{}, map[string]int{}, map[Outcome]int64{}
+	r.lat, r.ends, r.sends = nil, nil, nil
+	r.sent.Store(0)
+	r.refused.Store(0)
+	r.ended.Store(0)
 	r.start = time.Now()
+	r.mu.Unlock()
+	cpuBefore, err := sampleCPU(cfg.Watch)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+
 	res.Started = r.start
 	lctx, stopLoad := context.WithTimeout(ctx, cfg.Duration)
 	defer stopLoad()
-	progressDone := make(chan struct{})
-	go r.progress(ctx, progressDone)
+	progressDone, progressExited := make(chan struct{}), make(chan struct{})
+	go r.progress(ctx, progressDone, progressExited, cfg.Progress, label, res.Started)
 	if cfg.Rate > 0 {
 		res.Mode = fmt.Sprintf("open loop, %s sagas/s", strconv.FormatFloat(cfg.Rate, 'g', 4, 64))
 		res.Behind = r.openLoop(lctx)
@@ -261,14 +346,19 @@ func Run(ctx context.Context, cfg Config, placer Placer) (*Result, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	close(progressDone)
-	stopTail()
+	<-progressExited
+	res.Elapsed = time.Since(r.start)
+	cpuAfter, err := sampleCPU(cfg.Watch)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	res.Measured = loadEnd
 	res.Sent, res.Refused, res.Ended = r.sent.Load(), r.refused.Load(), r.ended.Load()
 	res.Unfinished = int64(len(r.pending))
-	r.outcomes.Range(func(k, v any) bool { res.Outcomes[k.(Outcome)] = v.(*atomic.Int64).Load(); return true })
+	maps.Copy(res.Outcomes, r.outcomes)
 	// Throughput counts the sagas that ended within the load window, so a
 	// long drain does not flatter it.
 	var inWindow int64
@@ -280,6 +370,10 @@ func Run(ctx context.Context, cfg Config, placer Placer) (*Result, error) {
 	res.SagasPerSec = float64(inWindow) / loadEnd.Seconds()
 	res.Latency = quantiles(append([]time.Duration(nil), r.lat...))
 	res.Timeline = r.timeline()
+	// The CPU counts the drain too, as the sagas do.
+	if len(cfg.Watch) > 0 {
+		res.CPU = spent(partNames(cfg.Watch), cpuBefore, cpuAfter, res.Ended)
+	}
 	for msg, n := range r.errs {
 		res.Errors = append(res.Errors, fmt.Sprintf("%d x %s", n, msg))
 	}
@@ -318,8 +412,7 @@ func (r *run) finish(id string, t0 time.Time, e ended) {
 	r.lat = append(r.lat, lat)
 	r.ends = append(r.ends, endAt{at: e.at.Sub(r.start), lat: lat})
 	r.ended.Add(1)
-	v, _ := r.outcomes.LoadOrStore(e.outcome, new(atomic.Int64))
-	v.(*atomic.Int64).Add(1)
+	r.outcomes[e.outcome]++
 	if w, ok := r.waiters[id]; ok {
 		close(w)
 		delete(r.waiters, id)
@@ -400,6 +493,14 @@ func (r *run) openLoop(ctx context.Context) time.Duration {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	next := time.Now()
+	// Less than an interval late is a timer's lateness at the end of the
+	// load, not an order left out.
+	behind := func() time.Duration {
+		if d := time.Since(next); d >= interval {
+			return d
+		}
+		return 0
+	}
 	for {
 		if d := time.Until(next); d > 0 {
 			select {
@@ -409,12 +510,12 @@ func (r *run) openLoop(ctx context.Context) time.Duration {
 			}
 		}
 		if ctx.Err() != nil {
-			return max(0, time.Since(next))
+			return behind()
 		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			return max(0, time.Since(next))
+			return behind()
 		}
 		due := next
 		wg.Add(1)
@@ -462,9 +563,12 @@ func (r *run) closedLoop(ctx context.Context) {
 	wg.Wait()
 }
 
-// progress prints a status line every second until done.
-func (r *run) progress(ctx context.Context, done <-chan struct{}) {
-	if r.cfg.Progress == nil {
+// progress prints a status line of the step that began at start to w every
+// second until done, then closes exited. It takes what it prints from its
+// arguments, not from r, which the next step overwrites.
+func (r *run) progress(ctx context.Context, done <-chan struct{}, exited chan<- struct{}, w io.Writer, label string, start time.Time) {
+	defer close(exited)
+	if w == nil {
 		return
 	}
 	t := time.NewTicker(time.Second)
@@ -473,7 +577,7 @@ func (r *run) progress(ctx context.Context, done <-chan struct{}) {
 	for {
 		select {
 		case <-done:
-			fmt.Fprintln(r.cfg.Progress)
+			fmt.Fprintln(w)
 			return
 		case <-ctx.Done():
 			return
@@ -485,8 +589,8 @@ func (r *run) progress(ctx context.Context, done <-chan struct{}) {
 		q := quantiles(append([]time.Duration(nil), recent...))
 		r.mu.Unlock()
 		e := r.ended.Load()
-		fmt.Fprintf(r.cfg.Progress, "\r%5.0fs  sent %-8d ended %-8d (%5d/s)  running %-6d refused %-5d  p50 %-7s p99 %-7s ",
-			time.Since(r.start).Seconds(), r.sent.Load(), e, e-lastEnded, inflight, r.refused.Load(),
+		fmt.Fprintf(w, "\r%s%5.0fs  sent %-8d ended %-8d (%5d/s)  running %-6d refused %-5d  p50 %-7s p99 %-7s ",
+			label, time.Since(start).Seconds(), r.sent.Load(), e, e-lastEnded, inflight, r.refused.Load(),
 			q.P50.Round(time.Millisecond), q.P99.Round(time.Millisecond))
 		lastEnded = e
 	}
