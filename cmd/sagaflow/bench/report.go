@@ -160,7 +160,7 @@ func niceCeil(v float64) float64 {
 
 var page = template.Must(template.New("bench").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
-<style>body{font-family:sans-serif;margin:2em;max-width:800px}pre{background:#f6f6f6;padding:1em}</style>
+<style>body{font-family:sans-serif;margin:2em;max-width:800px}pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style>
 </head><body>
 <h1>{{.Title}}</h1>
 <pre>{{.Table}}</pre>
