@@ -38,7 +38,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Float64Var(&cfg.OutOfStock, "out-of-stock", 0, "share of orders (0..1) for a product with no stock: stock refuses")
 	fs.IntVar(&cfg.FloorSamples, "floor-samples", 100, "single transactional hops timed before the load (the floor)")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file")
-	htmlOut := fs.String("html", "", "write a self-contained HTML page with throughput and latency over time to this file")
+	htmlOut := fs.String("html", "", "write a self-contained HTML page to this file: throughput and latency over time, or for a sweep latency, throughput and CPU against the load")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: sagaflow bench (-rate N[,N...] | -clients N[,N...]) [flags]")
