@@ -137,49 +137,42 @@ say "bench: warming up (one saga end to end)"
 "$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" -clients 1 -duration 1s -drain 90s \
 	-floor-samples 1 -quiet >/dev/null || die "no saga ended during the warm-up; see the logs in $OUT"
 
-# cpu_ticks: the CPU time (user + system, in clock ticks) each part has
-# used so far, as "part ticks" lines: the four services, the local Kafka
-# JVMs (summed) and Redis. A part it cannot find reads 0.
-cpu_ticks() {
-	local i t f
-	# The ceiling runs with the services stopped (pids empty): they read 0.
+# parts: the processes whose CPU the runs count, as "part pid" lines: the
+# four services in order (pid 0 when stopped: the ceiling runs without
+# them), each local Kafka JVM, and Redis. A pidfile left by a node that is
+# gone (or whose pid was reused) counts nothing.
+parts() {
+	local i f
 	for i in "${!services[@]}"; do
-		echo "${services[$i]} $(awk '{print $14 + $15}' "/proc/${pids[$i]:-0}/stat" 2>/dev/null || echo 0)"
+		echo "${services[$i]} ${pids[$i]:-0}"
 	done
-	t=0
 	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
-		# A pidfile left by a node that is gone (or whose pid was reused)
-		# counts nothing.
-		if pid_matches "$f" "${f%/kafka.pid}/server.properties"; then
-			t=$((t + $(awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)))
-		fi
+		if pid_matches "$f" "${f%/kafka.pid}/server.properties"; then echo "kafka $(<"$f")"; fi
 	done
-	echo "kafka $t"
-	t=0
 	f=$CACHE/redis/redis.pid
-	if pid_matches "$f" redis-server; then
-		t=$(awk '{print $14 + $15}' "/proc/$(<"$f")/stat" 2>/dev/null || echo 0)
-	fi
-	echo "redis $t"
+	if pid_matches "$f" redis-server; then echo "redis $(<"$f")"; fi
+}
+
+# cpu_ticks: the CPU time (user + system, in clock ticks) each part has
+# used so far, as "part ticks" lines: the four services first, then the
+# Kafka JVMs summed and Redis. A part it cannot find reads 0.
+cpu_ticks() {
+	local part pid
+	parts | while read -r part pid; do
+		echo "$part $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+	done | awk '!($1 in t) { order[n++] = $1 } { t[$1] += $2 }
+		END { for (i = 0; i < n; i++) print order[i], t[order[i]]
+		      if (!("kafka" in t)) print "kafka 0"
+		      if (!("redis" in t)) print "redis 0" }'
 }
 
 # cpu_procs: the -cpu list for `sagaflow bench`, which counts each part's
-# CPU per saga that ended (and its own, as loadgen): the four services, the
-# local Kafka JVMs (summed under one name) and Redis. On a machine where
-# every part shares the cores, that is the figure that says where the time
-# goes; it moves much less from run to run than throughput does.
+# CPU per saga that ended (and its own, as loadgen), the Kafka JVMs summed
+# under one name. On a machine where every part shares the cores, that is
+# the figure that says where the time goes; it moves much less from run to
+# run than throughput does.
 cpu_procs() {
-	local i f list=()
-	for i in "${!services[@]}"; do
-		list+=("${services[$i]}=${pids[$i]}")
-	done
-	for f in "$CACHE"/kafka/*/node*/kafka.pid; do
-		pid_matches "$f" "${f%/kafka.pid}/server.properties" && list+=("kafka=$(<"$f")")
-	done
-	f=$CACHE/redis/redis.pid
-	pid_matches "$f" redis-server && list+=("redis=$(<"$f")")
-	local IFS=,
-	echo "${list[*]}"
+	parts | awk '$2 > 0 { printf "%s%s=%s", (n++ ? "," : ""), $1, $2 }'
 }
 
 # kafka_requests: the requests the local Kafka brokers have served so far,

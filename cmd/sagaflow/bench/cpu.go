@@ -63,9 +63,13 @@ func partNames(procs []Proc) []string {
 }
 
 // sampleCPU reads the CPU time each part of partNames(procs) has used so
-// far. A process that is gone is an error: a step measured against a dead
-// service measures nothing.
+// far, or nothing when no process is watched (the bench's own CPU is
+// counted only beside what it is compared with). A process that is gone
+// is an error: a step measured against a dead service measures nothing.
 func sampleCPU(procs []Proc) (cpuSample, error) {
+	if len(procs) == 0 {
+		return nil, nil
+	}
 	names := partNames(procs)
 	s := make(cpuSample, len(names))
 	for _, p := range procs {

@@ -65,6 +65,9 @@ func TestSampleCPU(t *testing.T) {
 	if len(s) != 3 || s[1] <= 0 || (s[0]-2*s[1]).Abs() > 100*time.Millisecond || s[2] <= 0 {
 		t.Errorf("sample %v: want a counted twice, b once, the bench above zero", s)
 	}
+	if s, err := sampleCPU(nil); s != nil || err != nil {
+		t.Errorf("nothing watched sampled %v, %v", s, err)
+	}
 	if _, err := sampleCPU([]Proc{{"gone", 1 << 30}}); err == nil {
 		t.Error("a process that does not exist was sampled")
 	}
