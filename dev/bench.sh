@@ -16,7 +16,9 @@
 # (1000, the closed-loop clients that find saturation), BENCH_CLIENTS (32),
 # BENCH_SWEEP (100,300,500,700,900: the sweep's rates, one step each; empty
 # skips it), BENCH_SWEEP_DURATION (20s, each step's),
-# BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
+# BENCH_SLOW_TXN (250ms: the loops' -slow-txn; each run reports the
+# transactions slower than that, and Redis's fsyncs and commands over
+# 50 ms), BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
 # BENCH_STOCK_FLAGS, BENCH_PAYMENT_FLAGS, BENCH_ORCHESTRATOR_FLAGS and
 # BENCH_ORDERS_FLAGS (for one service),
 # BENCH_PPROF=1 (the services serve pprof on :16060-16063, the load
@@ -63,6 +65,7 @@ else
 		[[ $a == "+OK"* && $b == "+OK"* ]]' _ "$R" "$DB" ||
 		die "could not empty database $DB of the Redis at $R (BENCH_REDIS_DB picks another)"
 	say "bench: Redis database $DB at $R emptied for the runs"
+	REDIS_ADDR=$R # host:port, for the latency monitor (redis_latency_start)
 	R="redis://$R/$DB"
 fi
 if [[ -z ${BENCH_BIN:-} ]]; then
@@ -88,7 +91,9 @@ read -r -a extra <<<"${BENCH_SERVICE_FLAGS:-}"
 PARTS=${BENCH_PARTITIONS:-4}
 NS=${BENCH_NAMESPACE:-bench-p$PARTS}
 system=(-kafka "$K" -namespace "$NS")
-common=("${system[@]}" -partitions "$PARTS" -redis "$R" -log-level info "${extra[@]}")
+# -slow-txn: the loops log each transaction slower than this with where its
+# time went, and each run's slow_report counts them (a tail's causes).
+common=("${system[@]}" -partitions "$PARTS" -redis "$R" -log-level info -slow-txn "${BENCH_SLOW_TXN:-250ms}" "${extra[@]}")
 say "bench: topics $NS.*, $PARTS partitions each"
 # A topic keeps the partition count it was created with: one that differs
 # says so here.
@@ -299,6 +304,63 @@ threads_report() {
 		}'
 }
 
+# log_lines: each loop service's log length now, as "service lines" lines,
+# where slow_report starts reading.
+log_lines() {
+	local svc
+	for svc in stock payment orchestrator; do
+		echo "$svc $(wc -l <"$OUT/$svc.log" 2>/dev/null || echo 0)"
+	done
+}
+
+# slow_report BEFORE: the transactions each loop logged as slow since
+# log_lines wrote BEFORE (those over -slow-txn; a loop logs one a second
+# at most and its next line counts those it left out), with the slowest
+# and the phase that took most of it: a slow handler is the service's own
+# work or its Redis, slow offsets or a slow commit are the broker's.
+slow_report() {
+	local svc from line out=""
+	[[ -s $1 ]] || return 0
+	while read -r svc from; do
+		line=$(tail -n +"$((from + 1))" "$OUT/$svc.log" 2>/dev/null | grep -F 'slow transaction' | awk -v svc="$svc" '
+			function num(k) { return match($0, "\"" k "\": [0-9.]+") ? substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 4) + 0 : 0 }
+			{ n += 1 + num("not_logged_before"); t = num("took_ms")
+			  if (t > worst) { worst = t; phase = "handler"; p = num("handler_ms")
+			    if (num("offsets_wait_ms") > p) { phase = "offsets"; p = num("offsets_wait_ms") }
+			    if (num("commit_ms") > p) { phase = "commit"; p = num("commit_ms") }
+			    if (num("begin_ms") > p) { phase = "begin"; p = num("begin_ms") } } }
+			END { if (n) printf "%s %d (worst %.0f ms, %s %.0f ms)", svc, n, worst, phase, p }')
+		[[ -n $line ]] && out+="${out:+, }$line"
+	done <"$1"
+	printf "  slow txns    %s\n" "${out:-none over ${BENCH_SLOW_TXN:-250ms}}"
+}
+
+# redis_latency_start / redis_latency_report: Redis's own latency monitor
+# over a run (the dev/ Redis, or one at a host:port). With appendfsync
+# always, Redis waits for each fsync before it answers, and a slow one
+# stalls every client at once; the report says in how many seconds of the
+# run an fsync or a command took 50 ms or more, and the worst. The
+# monitor's threshold is put back as it was.
+redis_latency_start() {
+	[[ -n ${REDIS_ADDR:-} ]] && command -v redis-cli >/dev/null || return 0
+	local rc=(redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}")
+	latency_was=$("${rc[@]}" config get latency-monitor-threshold 2>/dev/null | sed -n 2p)
+	[[ -n $latency_was ]] || return 0
+	"${rc[@]}" config set latency-monitor-threshold 50 >/dev/null && "${rc[@]}" latency reset >/dev/null
+}
+redis_latency_report() {
+	[[ -n ${latency_was:-} ]] || return 0
+	local rc=(redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}") ev out=""
+	for ev in aof-fsync-always command fast-command; do
+		out+=$("${rc[@]}" latency history "$ev" 2>/dev/null | paste - - | awk -v ev="$ev" '
+			NF == 2 { n++; if ($2 > worst) worst = $2 }
+			END { if (n) printf "%s%s in %d s (worst %d ms)", (ev == "aof-fsync-always" ? "" : ", "), ev, n, worst }')
+	done
+	"${rc[@]}" config set latency-monitor-threshold "$latency_was" >/dev/null || true
+	latency_was=""
+	printf "  redis        over 50 ms: %s\n" "${out:-nothing}"
+}
+
 # A service that just started may still be busy with what it found: the
 # orchestrator restoring saga.state, the orders API's read model moving the
 # orders that ended long ago to the Redis archive. Measured on top of that,
@@ -379,6 +441,8 @@ bench() {
 	say "== bench $name: sagaflow bench $*"
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-before"
 	kafka_threads >"$OUT/$name.threads-before"
+	log_lines >"$OUT/$name.logs-before"
+	redis_latency_start
 	local prof=()
 	[[ ${BENCH_PPROF:-0} == 1 ]] && prof=(-pprof 127.0.0.1:16064)
 	"$BIN" bench "${system[@]}" -redis "$R" -url "http://$API/" "${prof[@]}" -cpu "$(cpu_procs)" \
@@ -391,7 +455,9 @@ bench() {
 	ended=$(sed -n 's/^ *sagas .* ended \([0-9]*\),.*/\1/p' "$OUT/$name.txt")
 	requests_report "$OUT/$name.requests-before" "$OUT/$name.requests-after" "${ended:-0}" | tee -a "$OUT/$name.txt"
 	threads_report "$OUT/$name.threads-before" "$OUT/$name.threads-after" | tee -a "$OUT/$name.txt"
-	rm -f "$OUT/$name".{requests,threads}-{before,after}
+	slow_report "$OUT/$name.logs-before" | tee -a "$OUT/$name.txt"
+	redis_latency_report | tee -a "$OUT/$name.txt"
+	rm -f "$OUT/$name".{requests,threads}-{before,after} "$OUT/$name.logs-before"
 }
 
 # restart_orchestrator: BENCH_RESTART=1 SIGKILLs the orchestrator after the

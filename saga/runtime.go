@@ -33,6 +33,10 @@ type Kafka struct {
 	// zero takes kafkatx.DefaultLinger, negative sends each record at once.
 	Linger         time.Duration
 	SessionTimeout time.Duration
+	// SlowTxn is how long a transaction may take before it is logged with
+	// where its time went (kafkatx.Config.SlowTxn): zero takes
+	// kafkatx.DefaultSlowTxn, negative logs none.
+	SlowTxn time.Duration
 	// DeadLetterTopic receives poison records with the reason in headers.
 	// Default saga.deadletter.
 	DeadLetterTopic string
@@ -75,6 +79,7 @@ func (k Kafka) loop(topics []string) kafkatx.Config {
 		Linger:             k.Linger,
 		TransactionTimeout: k.TransactionTimeout,
 		SessionTimeout:     k.SessionTimeout,
+		SlowTxn:            k.SlowTxn,
 		DeadLetterTopic:    dlq,
 	}
 }

@@ -8,52 +8,60 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sagaflow/sagaflow/idempotency/redistest"
+	"github.com/sagaflow/sagaflow/saga"
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 )
 
-// -linger 0 must reach the loops as "none", not as saga.Kafka's zero, which
-// is the default linger.
-func TestLingerFlagReachesTheLoops(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		want int64
-	}{
-		{nil, int64(kafkatx.DefaultLinger)},
-		{[]string{"-linger", "0"}, -1},
-		{[]string{"-linger", "7ms"}, 7e6},
-	} {
-		fs := flag.NewFlagSet("test", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		in := infraFlags(fs)
-		if _, err := in.parse(fs, c.args, "test"); err != nil {
-			t.Fatalf("%v: %v", c.args, err)
-		}
-		if got := int64(in.wire().Kafka.Linger); got != c.want {
-			t.Errorf("%v: saga.Kafka.Linger %d ns, want %d", c.args, got, c.want)
-		}
-	}
+// parseInfra parses args as a service's shared flags.
+func parseInfra(args ...string) (*infra, error) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	in := infraFlags(fs)
-	if _, err := in.parse(fs, []string{"-linger", "-1ms"}, "test"); err == nil {
-		t.Error("-linger -1ms was accepted")
+	_, err := in.parse(fs, args, "test")
+	return in, err
+}
+
+// -linger 0 and -slow-txn 0 must reach the loops as "none", not as
+// saga.Kafka's zero, which is the default; a negative value is refused.
+func TestZeroMeansNoneFlagsReachTheLoops(t *testing.T) {
+	for _, f := range []struct {
+		flag string
+		def  int64
+		of   func(saga.Kafka) time.Duration
+	}{
+		{"-linger", int64(kafkatx.DefaultLinger), func(k saga.Kafka) time.Duration { return k.Linger }},
+		{"-slow-txn", int64(kafkatx.DefaultSlowTxn), func(k saga.Kafka) time.Duration { return k.SlowTxn }},
+	} {
+		for _, c := range []struct {
+			args []string
+			want int64
+		}{
+			{nil, f.def},
+			{[]string{f.flag, "0"}, -1},
+			{[]string{f.flag, "7ms"}, 7e6},
+		} {
+			in, err := parseInfra(c.args...)
+			if err != nil {
+				t.Fatalf("%v: %v", c.args, err)
+			}
+			if got := int64(f.of(in.wire().Kafka)); got != c.want {
+				t.Errorf("%v: saga.Kafka's %s is %d ns, want %d", c.args, f.flag, got, c.want)
+			}
+		}
+		if _, err := parseInfra(f.flag, "-1ms"); err == nil {
+			t.Errorf("%s -1ms was accepted", f.flag)
+		}
 	}
 }
 
 // -batch-wait reaches the loops as given, and a wait past -max-interval (a
 // batch would close before its wait ended) or below zero is refused.
 func TestBatchWaitFlagReachesTheLoops(t *testing.T) {
-	parse := func(args ...string) (*infra, error) {
-		fs := flag.NewFlagSet("test", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		in := infraFlags(fs)
-		_, err := in.parse(fs, args, "test")
-		return in, err
-	}
 	for _, c := range []struct {
 		args []string
 		want int64
@@ -61,7 +69,7 @@ func TestBatchWaitFlagReachesTheLoops(t *testing.T) {
 		{nil, 0},
 		{[]string{"-batch-wait", "3ms"}, 3e6},
 	} {
-		in, err := parse(c.args...)
+		in, err := parseInfra(c.args...)
 		if err != nil {
 			t.Fatalf("%v: %v", c.args, err)
 		}
@@ -70,7 +78,7 @@ func TestBatchWaitFlagReachesTheLoops(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{"-batch-wait", "-1ms"}, {"-batch-wait", "60ms", "-max-interval", "50ms"}} {
-		if _, err := parse(args...); err == nil {
+		if _, err := parseInfra(args...); err == nil {
 			t.Errorf("%v was accepted", args)
 		}
 	}

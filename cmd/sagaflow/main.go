@@ -132,15 +132,15 @@ func runTopics(ctx context.Context, args []string, stdout io.Writer) error {
 
 // infra holds the flags every service shares.
 type infra struct {
-	kafka, redis, instance, logLevel *string
-	namespace                        *string
-	pprof, health                    *string
-	windowsOf                        func() (wire.Windows, error)
-	windows                          wire.Windows
-	partitions, lanes, maxBatch      *int
-	redisPool                        *int
-	static                           *bool
-	maxInterval, linger, batchWait   *time.Duration
+	kafka, redis, instance, logLevel        *string
+	namespace                               *string
+	pprof, health                           *string
+	windowsOf                               func() (wire.Windows, error)
+	windows                                 wire.Windows
+	partitions, lanes, maxBatch             *int
+	redisPool                               *int
+	static                                  *bool
+	maxInterval, linger, batchWait, slowTxn *time.Duration
 }
 
 // infraFlags registers --kafka, --redis, --instance, --partitions and
@@ -172,6 +172,8 @@ func infraFlags(fs *flag.FlagSet) *infra {
 		linger: fs.Duration("linger", kafkatx.DefaultLinger, "stock, payment, orchestrator: how long a record produced in a transaction waits for others "+
 			"to share its request to Kafka (librdkafka's linger.ms): fewer requests under load; the commit sends what is held at once, "+
 			"so no record waits past its transaction; 0 sends at once (docs/performance.md)"),
+		slowTxn: fs.Duration("slow-txn", kafkatx.DefaultSlowTxn, "stock, payment, orchestrator: log a transaction that takes longer than this, "+
+			"with where its time went (begin, handler, offsets, commit), at most one line a second; 0: none"),
 	}
 }
 
@@ -192,6 +194,9 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 	}
 	if *in.linger < 0 || *in.linger > 5*time.Second {
 		return nil, fmt.Errorf("-linger must be between 0 and 5s; got %s", *in.linger)
+	}
+	if *in.slowTxn < 0 {
+		return nil, fmt.Errorf("-slow-txn must not be negative (0 logs none); got %s", *in.slowTxn)
 	}
 	if *in.batchWait < 0 || *in.batchWait > *in.maxInterval {
 		return nil, fmt.Errorf("-batch-wait must be between 0 and -max-interval (%s); got %s", *in.maxInterval, *in.batchWait)
@@ -224,12 +229,16 @@ func servePprof(addr string, log *zap.Logger) error {
 
 // wire is this instance's system: --kafka, its namespace and windows.
 func (in *infra) wire() wire.Config {
-	linger := *in.linger
+	linger, slowTxn := *in.linger, *in.slowTxn
 	if linger == 0 {
 		linger = -1 // saga.Kafka's zero is the default; negative is none
 	}
+	if slowTxn == 0 {
+		slowTxn = -1 // the same
+	}
 	k := saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
-		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: linger, BatchWait: *in.batchWait}
+		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: linger, BatchWait: *in.batchWait,
+		SlowTxn: slowTxn}
 	if *in.namespace != "" {
 		k.Group = *in.namespace // each part's group is NS-part
 	}

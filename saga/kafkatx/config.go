@@ -84,6 +84,13 @@ type Config struct {
 	// call has its own deadline within the transaction timeout, so a call
 	// still running 20s past it has ignored its deadline.
 	WedgeTimeout time.Duration
+	// SlowTxn is how long a transaction may take, from its begin to its
+	// commit, before the loop logs it at warn with where its time went
+	// (begin, handler, offsets, commit): the transactions behind a
+	// latency tail, and whose they are. At most one line a second; the
+	// progress line counts them all. Default DefaultSlowTxn; negative
+	// logs none.
+	SlowTxn time.Duration
 	// RetryBackoff is the first pause after a handler error; it doubles on each
 	// consecutive failure up to MaxRetryBackoff. Defaults 100ms and 5s.
 	RetryBackoff    time.Duration
@@ -121,6 +128,11 @@ type Config struct {
 // while the offsets are still on their way.
 const DefaultLinger = 5 * time.Millisecond
 
+// DefaultSlowTxn is Config.SlowTxn's default: ten times what a transaction
+// of a busy loop takes on docs/performance.md's machine, so that a line
+// means a stall, not load.
+const DefaultSlowTxn = 500 * time.Millisecond
+
 func (c Config) withDefaults() Config {
 	if c.Assignor == "" {
 		c.Assignor = "cooperative-sticky"
@@ -148,6 +160,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 10 * time.Second
+	}
+	if c.SlowTxn == 0 {
+		c.SlowTxn = DefaultSlowTxn
 	}
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = 100 * time.Millisecond

@@ -25,6 +25,7 @@ var conformance = []struct {
 	{name: "ZombieIsFenced", test: testZombieIsFenced},
 	{name: "StaticMemberStopsRightAfterRebalance", test: testStaticMemberStopsRightAfterRebalance},
 	{name: "StopIsBoundedWhateverTheLoopDoes", test: testStopIsBoundedWhateverTheLoopDoes},
+	{name: "SlowTransactionIsLoggedWithItsPhases", test: testSlowTransactionIsLogged},
 }
 
 // TestReal runs the suite on the broker at SAGAFLOW_KAFKA (`make up`). It

@@ -267,6 +267,10 @@ type Loop struct {
 	handling atomic.Bool
 
 	stats *counters
+	// slow watches for slow transactions; timing is the latest
+	// transaction's, filled by attempt.
+	slow   *slowTxns
+	timing txnTiming
 	// polled holds when each record of the batch was polled, in batch order.
 	polled []time.Time
 }
@@ -296,13 +300,13 @@ func New(cfg Config, h Handler, log *zap.Logger) (*Loop, error) {
 	cfg = cfg.withDefaults()
 	return &Loop{cfg: cfg, handler: h, next: map[TopicPartition]int64{}, owned: map[TopicPartition]struct{}{},
 		log:   log.With(zap.String("group", cfg.Group), zap.String("transactional_id", cfg.TransactionalID)),
-		stats: &counters{}}, nil
+		stats: &counters{}, slow: newSlowTxns(cfg.SlowTxn)}, nil
 }
 
 // successor is a fresh loop with l's configuration, handler and counters:
 // what Run goes on with after giving l up in a wedged call.
 func (l *Loop) successor() *Loop {
-	return &Loop{cfg: l.cfg, handler: l.handler, log: l.log, stats: l.stats,
+	return &Loop{cfg: l.cfg, handler: l.handler, log: l.log, stats: l.stats, slow: newSlowTxns(l.cfg.SlowTxn),
 		next: map[TopicPartition]int64{}, owned: map[TopicPartition]struct{}{}}
 }
 
@@ -681,9 +685,11 @@ func (l *Loop) flush(ctx context.Context) bool {
 		for _, f := range out.onCommit {
 			f()
 		}
+		took := time.Since(began)
 		l.stats.committed.Add(1)
 		l.stats.records.Add(int64(len(batch)))
-		l.stats.txnTime.Add(int64(time.Since(began)))
+		l.stats.txnTime.Add(int64(took))
+		l.slow.note(l.log, time.Now(), took, l.timing, len(batch), out.produced)
 		var arrival, queued time.Duration
 		for i, r := range batch {
 			if !r.Timestamp.IsZero() && i < len(polled) {
@@ -738,9 +744,12 @@ func (l *Loop) onPoison(rec Record, reason error) []Message {
 // (librdkafka serializes only its transactional calls), and the handler
 // never touches the consumer, whose group metadata the offsets carry.
 func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[recordID][]Message) (out *Sink, herr, err error) {
+	l.timing = txnTiming{}
+	beginAt := time.Now()
 	if err := l.retry(ctx, &callBegin, func(context.Context) error { return l.producer.BeginTransaction() }); err != nil {
 		return nil, nil, l.txnFailed(ctx, err)
 	}
+	l.timing.begin = time.Since(beginAt)
 	offsets := commitOffsets(batch)
 	sent := make(chan error, 1)
 	var sendTook time.Duration // written before the send on sent
@@ -763,9 +772,11 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 			out.Produce(ctx, m)
 		}
 	}
+	handlerAt := time.Now()
 	if len(live) > 0 {
 		herr = l.handler(ctx, live, out)
 	}
+	l.timing.handler = time.Since(handlerAt)
 	if herr == nil && out.err != nil {
 		herr = out.err
 	}
@@ -773,8 +784,10 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	// given up. It must be over before the next transactional call, abort
 	// or commit: librdkafka refuses two at once.
 	l.handling.Store(false)
+	waitAt := time.Now()
 	serr := <-sent
 	commitAt := time.Now()
+	l.timing.offsetsWait = commitAt.Sub(waitAt)
 	if herr != nil {
 		if !errors.Is(serr, errGivenUp) { // a given-up loop calls nothing more
 			l.abort(ctx)
@@ -787,8 +800,9 @@ func (l *Loop) attempt(ctx context.Context, batch, live []Record, poison map[rec
 	if err := l.commit(ctx); err != nil {
 		return out, nil, l.txnFailed(ctx, err)
 	}
-	l.stats.offsetsTime.Add(int64(sendTook))
-	l.stats.commitTime.Add(int64(time.Since(commitAt)))
+	l.timing.offsets, l.timing.commit = sendTook, time.Since(commitAt)
+	l.stats.offsetsTime.Add(int64(l.timing.offsets))
+	l.stats.commitTime.Add(int64(l.timing.commit))
 	return out, nil, nil
 }
 
@@ -1406,7 +1420,7 @@ func (r *reporter) maybe() {
 	if d > 0 && p > 0 {
 		secs := now.Sub(r.at).Seconds()
 		perRec := func(a, b time.Duration) float64 { return float64((a-b)/time.Duration(d)) / 1e6 }
-		r.l.log.Info("loop progress",
+		fields := []zap.Field{
 			zap.Float64("records_per_s", float64(d)/secs), zap.Float64("txn_per_s", float64(p)/secs),
 			zap.Float64("batch_mean", float64(d)/float64(p)),
 			zap.Float64("txn_ms", float64((s.TxnTime-r.last.TxnTime)/time.Duration(p))/1e6),
@@ -1414,7 +1428,8 @@ func (r *reporter) maybe() {
 			zap.Float64("queued_ms", perRec(s.Queued, r.last.Queued)),
 			zap.Float64("offsets_ms", float64(time.Duration(r.l.stats.offsetsTime.Swap(0))/time.Duration(p))/1e6),
 			zap.Float64("commit_ms", float64(time.Duration(r.l.stats.commitTime.Swap(0))/time.Duration(p))/1e6),
-			zap.Int64("assigned", s.Assigned), r.requests())
+			zap.Int64("assigned", s.Assigned), r.requests()}
+		r.l.log.Info("loop progress", append(fields, r.l.slow.progress()...)...)
 	}
 	r.at, r.last = now, s
 }

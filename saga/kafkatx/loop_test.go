@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sagaflow/sagaflow/saga/kafkatx"
 	"github.com/sagaflow/sagaflow/saga/kafkatx/kafkatest"
@@ -135,6 +137,50 @@ func testCommitPath(t *testing.T, brokers string) {
 		t.Errorf("stats = %+v, want %d records and produced, no aborts", st, n)
 	}
 }
+
+// testSlowTransactionIsLogged: a transaction whose handler takes longer
+// than SlowTxn is logged at warn, with the handler's time in its phases.
+func testSlowTransactionIsLogged(t *testing.T, brokers string) {
+	const n, nap = 20, 300 * time.Millisecond
+	in := kafkatest.Topic(t, brokers, "in", 1)
+	out := kafkatest.Topic(t, brokers, "out", 1)
+	msgs, want := inputs(in, "s", n)
+	kafkatest.Produce(t, brokers, msgs)
+	var first atomic.Bool
+	slowFirst := func(ctx context.Context, recs []kafkatx.Record, sink *kafkatx.Sink) error {
+		if first.CompareAndSwap(false, true) {
+			time.Sleep(nap)
+		}
+		return copyHandler(out)(ctx, recs, sink)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	cfg := baseConfig(brokers, in, "slow-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	cfg.SlowTxn = 100 * time.Millisecond
+	l, stop := runLoop(t, cfg, slowFirst, zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core())))
+	kafkatest.WaitFor(t, 60*time.Second, "all records committed", func() bool { return l.Stats().Records >= n })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	kafkatest.ExactlyOnce(t, kafkatest.Read(t, brokers, out, kafkatest.ReadCommitted), want)
+
+	// The loop's first transaction had the slow handler: nothing was
+	// logged before it, so its line is the first.
+	slow := logs.FilterMessage("slow transaction").All()
+	if len(slow) == 0 {
+		t.Fatalf("no slow transaction logged; warnings: %v", logs.All())
+	}
+	f := slow[0].ContextMap()
+	handler, _ := f["handler_ms"].(float64)
+	took, _ := f["took_ms"].(float64)
+	records, _ := f["records"].(int64)
+	if handler < ms(nap) || took < handler || records < 1 || f["produced"] != records {
+		t.Errorf("first slow transaction = %v; want handler_ms at least %v, took_ms at least that, as many produced as records",
+			f, ms(nap))
+	}
+}
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func testAbortPathHandlesBatchAgain(t *testing.T, brokers string) {
 	const n = 200
