@@ -322,15 +322,17 @@ slow_report() {
 	local svc from line out=""
 	[[ -s $1 ]] || return 0
 	while read -r svc from; do
-		line=$(tail -n +"$((from + 1))" "$OUT/$svc.log" 2>/dev/null | grep -F 'slow transaction' | awk -v svc="$svc" '
+		# awk, not grep, picks the lines: grep finding none would fail the
+		# pipeline (pipefail).
+		line=$(tail -n +"$((from + 1))" "$OUT/$svc.log" 2>/dev/null | awk -v svc="$svc" '
 			function num(k) { return match($0, "\"" k "\": [0-9.]+") ? substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 4) + 0 : 0 }
-			{ n += 1 + num("not_logged_before"); t = num("took_ms")
+			index($0, "slow transaction") { n += 1 + num("not_logged_before"); t = num("took_ms")
 			  if (t > worst) { worst = t; phase = "handler"; p = num("handler_ms")
 			    if (num("offsets_wait_ms") > p) { phase = "offsets"; p = num("offsets_wait_ms") }
 			    if (num("commit_ms") > p) { phase = "commit"; p = num("commit_ms") }
 			    if (num("begin_ms") > p) { phase = "begin"; p = num("begin_ms") } } }
-			END { if (n) printf "%s %d (worst %.0f ms, %s %.0f ms)", svc, n, worst, phase, p }')
-		[[ -n $line ]] && out+="${out:+, }$line"
+			END { if (n) printf "%s %d (worst %.0f ms, %s %.0f ms)", svc, n, worst, phase, p }') || true
+		if [[ -n $line ]]; then out+="${out:+, }$line"; fi
 	done <"$1"
 	printf "  slow txns    %s\n" "${out:-none over ${BENCH_SLOW_TXN:-250ms}}"
 }
