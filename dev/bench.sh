@@ -352,11 +352,12 @@ redis_latency_start() {
 }
 redis_latency_report() {
 	[[ -n ${latency_was:-} ]] || return 0
-	local rc=(redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}") ev out=""
+	local rc=(redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}") ev line out=""
 	for ev in aof-fsync-always command fast-command; do
-		out+=$("${rc[@]}" latency history "$ev" 2>/dev/null | paste - - | awk -v ev="$ev" '
+		line=$("${rc[@]}" latency history "$ev" 2>/dev/null | paste - - | awk -v ev="$ev" '
 			NF == 2 { n++; if ($2 > worst) worst = $2 }
-			END { if (n) printf "%s%s in %d s (worst %d ms)", (ev == "aof-fsync-always" ? "" : ", "), ev, n, worst }')
+			END { if (n) printf "%s in %d s (worst %d ms)", ev, n, worst }') || true
+		if [[ -n $line ]]; then out+="${out:+, }$line"; fi
 	done
 	"${rc[@]}" config set latency-monitor-threshold "$latency_was" >/dev/null || true
 	latency_was=""
