@@ -76,6 +76,7 @@ fi
 
 pids=()
 stop_services() {
+	redis_latency_restore
 	((${#pids[@]})) || return 0
 	kill -TERM "${pids[@]}" 2>/dev/null || true
 	local deadline=$((SECONDS + 20))
@@ -359,9 +360,14 @@ redis_latency_report() {
 			END { if (n) printf "%s in %d s (worst %d ms)", ev, n, worst }') || true
 		if [[ -n $line ]]; then out+="${out:+, }$line"; fi
 	done
-	"${rc[@]}" config set latency-monitor-threshold "$latency_was" >/dev/null || true
-	latency_was=""
+	redis_latency_restore
 	printf "  redis        over 50 ms: %s\n" "${out:-nothing}"
+}
+# redis_latency_restore: the monitor's threshold as it was before the run;
+# the EXIT trap calls it too, for a run that did not get to its report.
+redis_latency_restore() {
+	[[ -n ${latency_was:-} ]] || return 0
+	redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}" config set latency-monitor-threshold "$latency_was" >/dev/null 2>&1 || true
 }
 
 # A service that just started may still be busy with what it found: the
