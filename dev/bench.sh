@@ -331,7 +331,8 @@ slow_report() {
 			  if (t > worst) { worst = t; phase = "handler"; p = num("handler_ms")
 			    if (num("offsets_wait_ms") > p) { phase = "offsets"; p = num("offsets_wait_ms") }
 			    if (num("commit_ms") > p) { phase = "commit"; p = num("commit_ms") }
-			    if (num("begin_ms") > p) { phase = "begin"; p = num("begin_ms") } } }
+			    if (num("begin_ms") > p) { phase = "begin"; p = num("begin_ms") }
+			    if (num("after_commit_ms") > p) { phase = "after commit"; p = num("after_commit_ms") } } }
 			END { if (n) printf "%s %d (worst %.0f ms, %s %.0f ms)", svc, n, worst, phase, p }') || true
 		if [[ -n $line ]]; then out+="${out:+, }$line"; fi
 	done <"$1"

@@ -679,6 +679,7 @@ func (l *Loop) flush(ctx context.Context) bool {
 			return false
 		}
 		l.failures = 0
+		committedAt := time.Now()
 		if out.track != nil && !out.track.wait(5*time.Second) {
 			l.log.Warn("delivery reports of a committed transaction missing; its offsets stay unknown")
 		}
@@ -686,6 +687,7 @@ func (l *Loop) flush(ctx context.Context) bool {
 			f()
 		}
 		took := time.Since(began)
+		l.timing.after = time.Since(committedAt)
 		l.stats.committed.Add(1)
 		l.stats.records.Add(int64(len(batch)))
 		l.stats.txnTime.Add(int64(took))

@@ -8,10 +8,13 @@ import (
 
 // txnTiming is where one transaction's time went. The offsets are sent
 // beside the handler (see attempt), so a transaction takes about begin +
-// max(handler, offsets) + commit; offsetsWait is how long the loop waited
-// for them once the handler had returned.
+// max(handler, offsets) + commit + after; offsetsWait is how long the
+// loop waited for them once the handler had returned, and after is what
+// followed the commit: the wait for the delivery reports of its records
+// (which tell the offsets the commit gave them) and the handler's
+// callbacks for a committed transaction.
 type txnTiming struct {
-	begin, handler, offsets, offsetsWait, commit time.Duration
+	begin, handler, offsets, offsetsWait, commit, after time.Duration
 }
 
 // slowTxns logs the transactions that took longer than a threshold, with
@@ -54,7 +57,8 @@ func (s *slowTxns) note(log *zap.Logger, now time.Time, took time.Duration, t tx
 	log.Warn("slow transaction", zap.Float64("took_ms", ms(took)), zap.Int("records", records), zap.Int("produced", produced),
 		zap.Float64("begin_ms", ms(t.begin)), zap.Float64("handler_ms", ms(t.handler)),
 		zap.Float64("offsets_ms", ms(t.offsets)), zap.Float64("offsets_wait_ms", ms(t.offsetsWait)),
-		zap.Float64("commit_ms", ms(t.commit)), zap.Int("not_logged_before", s.unlogged))
+		zap.Float64("commit_ms", ms(t.commit)), zap.Float64("after_commit_ms", ms(t.after)),
+		zap.Int("not_logged_before", s.unlogged))
 	s.logged, s.unlogged = now, 0
 	return true
 }

@@ -15,7 +15,7 @@ func TestSlowTxns(t *testing.T) {
 	s := newSlowTxns(100 * time.Millisecond)
 	t0 := time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)
 	timing := txnTiming{begin: time.Millisecond, handler: 20 * time.Millisecond, offsets: 15 * time.Millisecond,
-		commit: 430500 * time.Microsecond}
+		commit: 430500 * time.Microsecond, after: 250 * time.Microsecond}
 
 	if s.note(log, t0, 99*time.Millisecond, timing, 10, 5) {
 		t.Fatal("a transaction under the threshold was logged")
@@ -42,7 +42,8 @@ func TestSlowTxns(t *testing.T) {
 	}
 	first := entries[0].ContextMap()
 	want := map[string]any{"took_ms": 452.0, "records": int64(153), "produced": int64(80), "begin_ms": 1.0,
-		"handler_ms": 20.0, "offsets_ms": 15.0, "offsets_wait_ms": 0.0, "commit_ms": 430.5, "not_logged_before": int64(0)}
+		"handler_ms": 20.0, "offsets_ms": 15.0, "offsets_wait_ms": 0.0, "commit_ms": 430.5, "after_commit_ms": 0.25,
+		"not_logged_before": int64(0)}
 	if entries[0].Message != "slow transaction" || entries[0].Level != zapcore.WarnLevel {
 		t.Errorf("line = %s %q, want a warning \"slow transaction\"", entries[0].Level, entries[0].Message)
 	}
