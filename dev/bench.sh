@@ -18,7 +18,7 @@
 # skips it), BENCH_SWEEP_DURATION (20s, each step's),
 # BENCH_SLOW_TXN (250ms: the loops' -slow-txn; each run reports the
 # transactions slower than that, and Redis's fsyncs and commands over
-# 50 ms), BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
+# 50 ms; empty passes no -slow-txn, for an older BENCH_BIN), BENCH_SERVICE_FLAGS (extra flags for every service, e.g. "-lanes 4"),
 # BENCH_STOCK_FLAGS, BENCH_PAYMENT_FLAGS, BENCH_ORCHESTRATOR_FLAGS and
 # BENCH_ORDERS_FLAGS (for one service),
 # BENCH_PPROF=1 (the services serve pprof on :16060-16063, the load
@@ -74,6 +74,12 @@ if [[ -z ${BENCH_BIN:-} ]]; then
 fi
 [[ -x $BIN ]] || die "BENCH_BIN=$BIN is not an executable"
 
+# redis_latency_restore: the monitor's threshold as it was before the run;
+# the EXIT trap calls it too, for a run that did not get to its report.
+redis_latency_restore() {
+	[[ -n ${latency_was:-} ]] || return 0
+	redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}" config set latency-monitor-threshold "$latency_was" >/dev/null 2>&1 || true
+}
 pids=()
 stop_services() {
 	redis_latency_restore
@@ -94,7 +100,10 @@ NS=${BENCH_NAMESPACE:-bench-p$PARTS}
 system=(-kafka "$K" -namespace "$NS")
 # -slow-txn: the loops log each transaction slower than this with where its
 # time went, and each run's slow_report counts them (a tail's causes).
-common=("${system[@]}" -partitions "$PARTS" -redis "$R" -log-level info -slow-txn "${BENCH_SLOW_TXN:-250ms}" "${extra[@]}")
+# BENCH_SLOW_TXN= (empty) passes none, for a BENCH_BIN built before the flag.
+common=("${system[@]}" -partitions "$PARTS" -redis "$R" -log-level info "${extra[@]}")
+SLOW=${BENCH_SLOW_TXN-250ms}
+[[ -z $SLOW ]] || common+=(-slow-txn "$SLOW")
 say "bench: topics $NS.*, $PARTS partitions each"
 # A topic keeps the partition count it was created with: one that differs
 # says so here.
@@ -336,7 +345,7 @@ slow_report() {
 			END { if (n) printf "%s %d (worst %.0f ms, %s %.0f ms)", svc, n, worst, phase, p }') || true
 		if [[ -n $line ]]; then out+="${out:+, }$line"; fi
 	done <"$1"
-	printf "  slow txns    %s\n" "${out:-none over ${BENCH_SLOW_TXN:-250ms}}"
+	printf "  slow txns    %s\n" "${out:-none over ${SLOW:-the default}}"
 }
 
 # redis_latency_start / redis_latency_report: Redis's own latency monitor
@@ -365,12 +374,6 @@ redis_latency_report() {
 	done
 	redis_latency_restore
 	printf "  redis        over 50 ms: %s\n" "${out:-nothing}"
-}
-# redis_latency_restore: the monitor's threshold as it was before the run;
-# the EXIT trap calls it too, for a run that did not get to its report.
-redis_latency_restore() {
-	[[ -n ${latency_was:-} ]] || return 0
-	redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}" config set latency-monitor-threshold "$latency_was" >/dev/null 2>&1 || true
 }
 
 # A service that just started may still be busy with what it found: the
