@@ -92,7 +92,29 @@ stop_services() {
 	done
 	pids=()
 }
-trap stop_services EXIT
+# descendants PID: every process under PID, the deepest first.
+descendants() {
+	local c
+	for c in $(pgrep -P "$1" || true); do
+		descendants "$c"
+		echo "$c"
+	done
+}
+# on_exit: a script that ends early (SIGTERM, an error) stops everything it
+# started. A SIGTERM ends bash at once but reaches none of its children, and
+# a `sagaflow bench` left running went on loading the stopped services,
+# counting refusals, until its drain ended a minute later; sent SIGTERM, it
+# prints its figures so far and exits within two seconds. (The list also
+# holds this trap's own command substitution, gone by the time kill runs.)
+on_exit() {
+	local rest
+	# Not tee: it ends with its input, after the bench's last lines.
+	rest=$(descendants $$ | while read -r p; do [[ $(cat "/proc/$p/comm" 2>/dev/null) == tee ]] || echo "$p"; done)
+	# shellcheck disable=SC2086 # one pid a word
+	[[ -z $rest ]] || kill -TERM $rest 2>/dev/null || true
+	stop_services
+}
+trap on_exit EXIT
 
 read -r -a extra <<<"${BENCH_SERVICE_FLAGS:-}"
 PARTS=${BENCH_PARTITIONS:-4}
@@ -446,8 +468,6 @@ if [[ ${BENCH_MEMWATCH:-0} == 1 ]]; then
 			echo "$row"
 		done
 	) >"$OUT/memory.csv" &
-	memwatch=$!
-	trap 'kill $memwatch 2>/dev/null; stop_services' EXIT
 fi
 
 bench() {

@@ -132,10 +132,22 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, r := range results {
 		unfinished += r.Unfinished
 	}
-	if unfinished > 0 {
-		return fmt.Errorf("%d sagas did not end within -drain %s", unfinished, cfg.Drain)
+	return unfinishedErr(ctx, unfinished, cfg.Drain)
+}
+
+// unfinishedErr is the run's verdict on the sagas it did not see end.
+func unfinishedErr(ctx context.Context, unfinished int64, drain time.Duration) error {
+	switch {
+	case unfinished == 0:
+		return nil
+	case ctx.Err() != nil:
+		// Stopped (SIGTERM, ^C) during the load or the drain: the
+		// figures printed are what it measured until then, and the
+		// drain was not waited out, so these are not late sagas.
+		return fmt.Errorf("stopped before the end: %d sagas had not ended yet", unfinished)
+	default:
+		return fmt.Errorf("%d sagas did not end within -drain %s", unfinished, drain)
 	}
-	return nil
 }
 
 // sweepSteps are the loads -rate or -clients ask for, in their order.

@@ -99,6 +99,33 @@ func TestBenchServesPprof(t *testing.T) {
 	}
 }
 
+// A bench stopped by a signal says so, instead of blaming -drain for the
+// sagas it did not wait for; a run that waited out its drain blames it.
+func TestBenchUnfinishedVerdict(t *testing.T) {
+	live := context.Background()
+	stopped, cancel := context.WithCancel(live)
+	cancel()
+	for _, c := range []struct {
+		ctx        context.Context
+		unfinished int64
+		want       string
+	}{
+		{live, 0, ""},
+		{stopped, 0, ""},
+		{live, 3, "3 sagas did not end within -drain 1m0s"},
+		{stopped, 3, "stopped before the end: 3 sagas had not ended yet"},
+	} {
+		err := unfinishedErr(c.ctx, c.unfinished, time.Minute)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != c.want {
+			t.Errorf("%d unfinished, stopped %v: %q, want %q", c.unfinished, c.ctx.Err() != nil, got, c.want)
+		}
+	}
+}
+
 func TestRedisCoalesceFlag(t *testing.T) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
