@@ -93,6 +93,7 @@ stop_services() {
 	pids=()
 }
 # descendants PID: every process under PID, the deepest first.
+need pgrep procps
 descendants() {
 	local c
 	for c in $(pgrep -P "$1" || true); do
