@@ -10,7 +10,9 @@
 #   dev/kafka.sh start  [NODE...]      start nodes (all by default), wait until
 #                                      they listen
 #   dev/kafka.sh stop   [NODE...]      SIGTERM (controlled shutdown), SIGKILL
-#                                      after KAFKA_STOP_WAIT seconds (30)
+#                                      after KAFKA_STOP_WAIT seconds (30), or
+#                                      5 s after a 3-node cluster's node is
+#                                      left up without a quorum
 #   dev/kafka.sh kill   [NODE...]      SIGKILL, as a crash would
 #   dev/kafka.sh pause  [NODE...]      SIGSTOP (a hung node, a GC pause)
 #   dev/kafka.sh resume [NODE...]      SIGCONT
