@@ -65,9 +65,15 @@ test: up chromium vet ## start the infrastructure, go vet, then all tests with -
 # single node; `make up` brings it back), and one package at a time (-p 1):
 # one of them pauses all of Kafka.
 FAILOVER_KAFKA := 127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096
+# Only the packages that have failover tests: linking a -race test binary for
+# each of the others, one at a time, to find nothing to run cost every CI run
+# about a minute (56 s on a quiet machine).
+FAILOVER_PKGS = $(shell find . \( -path ./.cache -o -path ./.git \) -prune -o -name '*_test.go' -print | \
+	xargs -r grep -l '^func TestFailover' | xargs -r -n1 dirname | sort -u)
 failover: ## the 3-node Kafka: coordinators, brokers and all of Kafka killed or paused under the loop, the API and the system (docs/failover.md)
+	@pkgs='$(FAILOVER_PKGS)'; [[ -n $$pkgs ]] || { echo "failover: no package has a TestFailover test" >&2; exit 1; }
 	@dev/up.sh --brokers 3
-	SAGAFLOW_KAFKA=$(FAILOVER_KAFKA) SAGAFLOW_KAFKA_CONTROL=$(CURDIR)/dev/kafka.sh $(GO) test $(TEST_FLAGS) -p 1 -run '^TestFailover' ./...
+	SAGAFLOW_KAFKA=$(FAILOVER_KAFKA) SAGAFLOW_KAFKA_CONTROL=$(CURDIR)/dev/kafka.sh $(GO) test $(TEST_FLAGS) -p 1 -run '^TestFailover' $(FAILOVER_PKGS)
 
 chaos: up ## the system as processes under seeded faults, then the invariants checked (docs/chaos.md); reports in .cache/chaos
 	$(GO) run ./cmd/sagaflow chaos -kafka-control dev/kafka.sh $(CHAOS_FLAGS)
