@@ -24,7 +24,7 @@ type Kafka struct {
 	StaticMembership bool
 	// MaxBatch, MaxInterval, BatchWait, TransactionTimeout and
 	// SessionTimeout bound each transaction; zero takes kafkatx's defaults
-	// (for BatchWait, no wait: kafkatx.Config.BatchWait).
+	// (for BatchWait kafkatx.DefaultBatchWait; negative never waits).
 	MaxBatch           int
 	MaxInterval        time.Duration
 	BatchWait          time.Duration

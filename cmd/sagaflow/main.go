@@ -166,8 +166,8 @@ func infraFlags(fs *flag.FlagSet) *infra {
 			"without waiting for the session timeout or a rebalance; a stopped one holds them until the timeout"),
 		maxBatch:    fs.Int("max-batch", 500, "most records in one transaction; a batch commits as soon as nothing more is ready"),
 		maxInterval: fs.Duration("max-interval", 50*time.Millisecond, "longest a record waits for its batch to close under continuous load"),
-		batchWait: fs.Duration("batch-wait", 0, "stock, payment, orchestrator: while busy (the last batch held more than one record), "+
-			"how long a batch stays open for more: fewer, larger transactions, but a loop that is the bottleneck loses the wait; "+
+		batchWait: fs.Duration("batch-wait", kafkatx.DefaultBatchWait, "stock, payment, orchestrator: while busy (the last batch held more than one record), "+
+			"how long a batch stays open for more: fewer, larger transactions, which cost the broker less; "+
 			"a loop that was idle commits at once; 0 never waits (docs/performance.md)"),
 		linger: fs.Duration("linger", kafkatx.DefaultLinger, "stock, payment, orchestrator: how long a record produced in a transaction waits for others "+
 			"to share its request to Kafka (librdkafka's linger.ms): fewer requests under load; the commit sends what is held at once, "+
@@ -198,7 +198,9 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 	if *in.slowTxn < 0 {
 		return nil, fmt.Errorf("-slow-txn must not be negative (0 logs none); got %s", *in.slowTxn)
 	}
-	if *in.batchWait < 0 || *in.batchWait > *in.maxInterval {
+	// The default wait shortens by itself under a shorter -max-interval
+	// (kafkatx.Config.BatchWait); one asked for is refused instead.
+	if *in.batchWait < 0 || (*in.batchWait > *in.maxInterval && isSet(fs, "batch-wait")) {
 		return nil, fmt.Errorf("-batch-wait must be between 0 and -max-interval (%s); got %s", *in.maxInterval, *in.batchWait)
 	}
 	log, err := in.logger()
@@ -209,6 +211,12 @@ func (in *infra) parse(fs *flag.FlagSet, args []string, service string) (*zap.Lo
 		return nil, err
 	}
 	return log.With(zap.String("service", service), zap.String("instance", *in.instance)), nil
+}
+
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) (set bool) {
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // servePprof serves Go's profiles on addr, unless it is empty.
@@ -229,15 +237,18 @@ func servePprof(addr string, log *zap.Logger) error {
 
 // wire is this instance's system: --kafka, its namespace and windows.
 func (in *infra) wire() wire.Config {
-	linger, slowTxn := *in.linger, *in.slowTxn
+	linger, slowTxn, batchWait := *in.linger, *in.slowTxn, *in.batchWait
 	if linger == 0 {
 		linger = -1 // saga.Kafka's zero is the default; negative is none
+	}
+	if batchWait == 0 {
+		batchWait = -1 // the same
 	}
 	if slowTxn == 0 {
 		slowTxn = -1 // the same
 	}
 	k := saga.Kafka{Brokers: *in.kafka, InstanceID: *in.instance, StaticMembership: *in.static,
-		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: linger, BatchWait: *in.batchWait,
+		Lanes: *in.lanes, MaxBatch: *in.maxBatch, MaxInterval: *in.maxInterval, Linger: linger, BatchWait: batchWait,
 		SlowTxn: slowTxn}
 	if *in.namespace != "" {
 		k.Group = *in.namespace // each part's group is NS-part

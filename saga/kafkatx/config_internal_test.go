@@ -20,6 +20,21 @@ func TestLingerDefaults(t *testing.T) {
 	}
 }
 
+// BatchWait follows Linger's rule (zero the default, negative none), and
+// never outlasts MaxInterval, which closes a batch whatever it waits for.
+func TestBatchWaitDefaults(t *testing.T) {
+	for _, c := range []struct{ set, maxInterval, want time.Duration }{
+		{0, 0, DefaultBatchWait},
+		{-1, 0, 0},
+		{7 * time.Millisecond, 0, 7 * time.Millisecond},
+		{0, time.Millisecond, time.Millisecond},
+	} {
+		if got := (Config{BatchWait: c.set, MaxInterval: c.maxInterval}).withDefaults().BatchWait; got != c.want {
+			t.Errorf("BatchWait %v, MaxInterval %v: withDefaults gives %v, want %v", c.set, c.maxInterval, got, c.want)
+		}
+	}
+}
+
 // A batch waits for more only while the loop is busy: a lone record after
 // an idle poll is committed at once, which is what keeps a quiet system's
 // hop as short as before.
