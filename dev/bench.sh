@@ -191,13 +191,15 @@ parts() {
 	if pid_matches "$f" redis-server; then echo "redis $(<"$f")"; fi
 }
 
-# cpu_ticks: the CPU time (user + system, in clock ticks) each part has
-# used so far, as "part ticks" lines: the four services first, then the
-# Kafka JVMs summed and Redis. A part it cannot find reads 0.
+# cpu_ticks: the CPU time (user + system, in clock ticks) each part and
+# the children it waited for have used so far, as "part ticks" lines: the
+# four services first, then the Kafka JVMs summed and Redis. The children
+# are Redis's append-only file rewrites (as `sagaflow bench -cpu` counts
+# them). A part it cannot find reads 0.
 cpu_ticks() {
 	local part pid
 	parts | while read -r part pid; do
-		echo "$part $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+		echo "$part $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
 	done | awk '!($1 in t) { order[n++] = $1 } { t[$1] += $2 }
 		END { for (i = 0; i < n; i++) print order[i], t[order[i]]
 		      if (!("kafka" in t)) print "kafka 0"

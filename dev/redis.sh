@@ -12,8 +12,14 @@
 # SAGAFLOW_REDIS (default 127.0.0.1:16379), loopback only, daemonized, with its
 # data, pidfile and log in .cache/redis. Durability: AOF with
 # appendfsync always (REDIS_APPENDFSYNC=everysec|no to measure the cost; the
-# README says what those risk). A Redis that already answers on the port,
-# however it was started, counts as up and is never stopped by these scripts.
+# README says what those risk). The append-only file is rewritten when it
+# has grown to five times its size after the last rewrite
+# (REDIS_AOF_REWRITE_PERCENTAGE, 400; Redis's own default is 100, twice):
+# each rewrite forks and writes out the whole dataset, and at 100 those
+# rewrites took up to a core for 10 s at a time under load
+# (docs/performance.md, "Redis's append-only file"). A Redis that already
+# answers on the port, however it was started, counts as up and is never
+# stopped by these scripts.
 set -euo pipefail
 # shellcheck source=dev/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -36,6 +42,9 @@ fi
 PIDFILE=$DIR/redis.pid
 LOGFILE=$DIR/redis.log
 FSYNC=${REDIS_APPENDFSYNC:-always}
+REWRITE=${REDIS_AOF_REWRITE_PERCENTAGE:-400}
+# 0 would turn the rewrites off and let the file grow without bound.
+[[ $REWRITE =~ ^[1-9][0-9]*$ ]] || die "REDIS_AOF_REWRITE_PERCENTAGE=$REWRITE: want a whole number from 1 (the file's growth, in percent of its size after the last rewrite, that starts the next)"
 WAIT=${REDIS_WAIT:-30}
 
 ping() {
@@ -114,7 +123,7 @@ cmd_up() {
 		need redis-cli redis-tools
 		mkdir -p "$DIR"
 		rm -f "$PIDFILE"
-		say "redis: starting on $HOST:$PORT (appendonly yes, appendfsync $FSYNC), data in $DIR"
+		say "redis: starting on $HOST:$PORT (appendonly yes, appendfsync $FSYNC, auto-aof-rewrite-percentage $REWRITE), data in $DIR"
 		# --save "": the AOF is the durability; RDB snapshots would only add
 		# fork pauses. What redis-server says before it opens its log file
 		# (a bad option) goes to the same file. 9>&-: the daemon must not
@@ -122,7 +131,8 @@ cmd_up() {
 		# shellcheck disable=SC2094
 		if ! redis-server --bind 127.0.0.1 --port "$PORT" --protected-mode yes \
 			--daemonize yes --dir "$DIR" --pidfile "$PIDFILE" --logfile "$LOGFILE" \
-			--appendonly yes --appendfsync "$FSYNC" --save "" >>"$LOGFILE" 2>&1 9>&-; then
+			--appendonly yes --appendfsync "$FSYNC" --auto-aof-rewrite-percentage "$REWRITE" \
+			--save "" >>"$LOGFILE" 2>&1 9>&-; then
 			tail_log "$LOGFILE"
 			die "redis-server did not start (see the log above)"
 		fi

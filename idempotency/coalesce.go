@@ -23,7 +23,7 @@ import (
 // do not wait for one another; they only share the wait they would have had
 // anyway. go-redis's AutoPipeline guesses instead (it waits for expected
 // arrivals), which cost the orders API a fifth of its throughput at 32
-// waiting clients (docs/performance.md, seventh pass).
+// waiting clients (docs/performance-journal.md, seventh pass).
 //
 // Only calls made under a context from Context are coalesced; the others
 // go to Redis as without the hook. A blocking command (BLPOP and the like)

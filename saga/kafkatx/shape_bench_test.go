@@ -24,7 +24,7 @@ import (
 // what Kafka's transactions allow on this broker and machine, so it bounds
 // what the services reach on the same partitions: a target above it needs
 // fewer partitions a transaction, fewer hops or more cores, not faster
-// services (docs/performance.md, sixteenth pass). `make bench` runs it last.
+// services (docs/performance-journal.md, sixteenth pass). `make bench` runs it last.
 //
 //	make up && go test -run '^$' -bench BenchmarkSagaShape -benchtime 20000x ./saga/kafkatx/
 //

@@ -91,8 +91,13 @@ func sampleCPU(procs []Proc) (cpuSample, error) {
 // architecture Go runs on (the kernel scales its own HZ to it for /proc).
 const userHZ = 100
 
-// procCPU is the user and system time process pid has used, from Linux's
-// /proc/pid/stat.
+// procCPU is the user and system time process pid and the children it has
+// waited for have used, from Linux's /proc/pid/stat. The children are
+// Redis's: with appendonly it forks to rewrite its append-only file each
+// time the file has doubled, and under load such a child took up to a core
+// for 10 s at a time (docs/performance.md), which the process's own times
+// never show. A child's time is added when its parent waits for it, so a
+// rewrite counts in the run it ends in.
 func procCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -101,8 +106,8 @@ func procCPU(pid int) (time.Duration, error) {
 	return statCPU(string(b))
 }
 
-// statCPU reads utime and stime, the 14th and 15th fields of a
-// /proc/pid/stat line. The second field, the command's name in
+// statCPU reads utime, stime, cutime and cstime, the 14th to 17th fields
+// of a /proc/pid/stat line. The second field, the command's name in
 // parentheses, may hold spaces and parentheses itself, so the fields are
 // counted from its last ')'.
 func statCPU(line string) (time.Duration, error) {
@@ -111,11 +116,11 @@ func statCPU(line string) (time.Duration, error) {
 		return 0, errors.New("not a /proc/pid/stat line")
 	}
 	f := strings.Fields(line[i+1:]) // f[0] is field 3, the state
-	if len(f) < 13 {
+	if len(f) < 15 {
 		return 0, errors.New("a /proc/pid/stat line too short")
 	}
 	var ticks int64
-	for _, v := range f[11:13] {
+	for _, v := range f[11:15] {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("/proc/pid/stat: %w", err)

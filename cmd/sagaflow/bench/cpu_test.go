@@ -7,11 +7,12 @@ import (
 	"time"
 )
 
-// TestStatCPU reads utime and stime from /proc/pid/stat lines, counting the
-// fields from the command name's last ')': a name may hold both spaces and
-// parentheses.
+// TestStatCPU reads utime and stime, and the children's cutime and cstime,
+// from /proc/pid/stat lines, counting the fields from the command name's
+// last ')': a name may hold both spaces and parentheses.
 func TestStatCPU(t *testing.T) {
 	rest := " S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 1 0"
+	forked := " S 1 2 3 4 5 6 7 8 9 10 250 75 400 25 20 0 1 0"
 	for _, c := range []struct {
 		line string
 		want time.Duration
@@ -19,7 +20,9 @@ func TestStatCPU(t *testing.T) {
 	}{
 		{"42 (java)" + rest, 3250 * time.Millisecond, true},
 		{"42 (a b) (c))" + rest, 3250 * time.Millisecond, true},
+		{"42 (redis-server 127.0.0.1:16379)" + forked, 7500 * time.Millisecond, true},
 		{"42 (java) S 1 2", 0, false},
+		{"42 (java) S 1 2 3 4 5 6 7 8 9 10 250 75 0", 0, false},
 		{"no parenthesis here", 0, false},
 		{"42 (java) S 1 2 3 4 5 6 7 8 9 10 x 75", 0, false},
 	} {
