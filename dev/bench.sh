@@ -57,14 +57,26 @@ if [[ $R == *://* ]]; then
 	warn "bench: SAGAFLOW_REDIS=$R is a URL: the runs use its database as it is, and leave their keys in it"
 else
 	# RESP by hand: redis-cli may be missing when the Redis is not dev/'s.
+	# Then the two settings that move the figures most (the README's Redis
+	# durability), for the record: "?" where CONFIG is refused.
 	# shellcheck disable=SC2016 # expanded by the inner bash
-	timeout 120 bash -c '
+	settings=$(timeout 120 bash -c '
 		exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
 		printf "SELECT %s\r\nFLUSHDB\r\n" "$2" >&3
 		IFS= read -r a <&3 && IFS= read -r b <&3
-		[[ $a == "+OK"* && $b == "+OK"* ]]' _ "$R" "$DB" ||
+		[[ $a == "+OK"* && $b == "+OK"* ]] || exit 1
+		for name in appendfsync auto-aof-rewrite-percentage; do
+			printf "CONFIG GET %s\r\n" "$name" >&3
+			IFS= read -r h <&3
+			v="?"
+			if [[ $h == "*2"* ]]; then
+				read -r _ <&3 && read -r _ <&3 && read -r _ <&3 && IFS= read -r v <&3
+				v=${v%$'"'"'\r'"'"'}
+			fi
+			printf "%s %s, " "$name" "$v"
+		done' _ "$R" "$DB") ||
 		die "could not empty database $DB of the Redis at $R (BENCH_REDIS_DB picks another)"
-	say "bench: Redis database $DB at $R emptied for the runs"
+	say "bench: Redis database $DB at $R emptied for the runs (${settings%, })"
 	REDIS_ADDR=$R # host:port, for the latency monitor (redis_latency_start)
 	R="redis://$R/$DB"
 fi
