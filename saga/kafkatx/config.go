@@ -58,8 +58,8 @@ type Config struct {
 	// tens of milliseconds, and records sent as they came went out in two
 	// or three Produce requests a partition; at idle, records held past
 	// the offsets' round trips (which run beside the handler) wait for the
-	// commit to send them, one round trip more (docs/performance-journal.md,
-	// eighth pass).
+	// commit to send them, one round trip more
+	// (docs/performance-journal.md, eighth pass).
 	Linger time.Duration
 	// TransactionTimeout is the broker-side limit of one transaction, and the
 	// time this loop keeps retrying a commit whose outcome is unknown before it
@@ -129,8 +129,8 @@ const DefaultLinger = 5 * time.Millisecond
 // DefaultBatchWait is Config.BatchWait's default. Fewer, larger
 // transactions cost the broker less a record, and where the broker is the
 // limit that outweighs the wait: in docs/performance-journal.md's
-// twenty-third pass, in turns against none, 32 waiting clients gained 6 to 37% in every
-// pair, and saturation and 1,000 sagas/s were no worse.
+// twenty-third pass, in turns against none, 32 waiting clients gained 6 to
+// 37% in every pair, and saturation and 1,000 sagas/s were no worse.
 const DefaultBatchWait = 3 * time.Millisecond
 
 // DefaultSlowTxn is Config.SlowTxn's default: ten times what a transaction

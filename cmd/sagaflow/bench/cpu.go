@@ -96,8 +96,8 @@ const userHZ = 100
 // Redis's: with appendonly it forks to rewrite its append-only file each
 // time the file has grown by auto-aof-rewrite-percentage, and under load
 // such a child took up to a core for 10 s at a time (docs/performance.md),
-// which the process's own times never show. A child's time is added when its parent waits for it, so a
-// rewrite counts in the run it ends in.
+// which the process's own times never show. A child's time is added when
+// its parent waits for it, so a rewrite counts in the run it ends in.
 func procCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
