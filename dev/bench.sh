@@ -4,8 +4,9 @@
 # `sagaflow bench`, then stop the services. `make bench` calls it.
 #
 #   dev/bench.sh                    the standard set: idle, sparse (one order every 5 s), 32 clients, 1,000/s, a sweep
-#                                   of rates (latency and CPU against the load), saturation, then the ceiling (the
-#                                   saga's Kafka traffic alone; see ceiling below)
+#                                   of rates (latency and CPU against the load), saturation, the engine's saturation
+#                                   (orders straight onto Kafka, the API left out), then the ceiling (the saga's
+#                                   Kafka traffic alone; see ceiling below)
 #   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
 #
 # Knobs (environment): BENCH_PARTITIONS (4, the services' default: the
@@ -29,7 +30,9 @@
 # below), BENCH_KAFKA_REQUESTS (1: count the dev/ brokers' requests by type
 # over each run; 0 leaves the brokers' JMX alone), BENCH_WARMUP (1: before
 # the runs, load the system until the dev/ broker's JIT compiler is quiet;
-# 0 skips it), BENCH_CEILING (1: after the standard set, the ceiling
+# 0 skips it), BENCH_ENGINE (1: after saturation, the engine run, the same
+# clients with their orders put straight onto orders.events; 0 skips it),
+# BENCH_CEILING (1: after the standard set, the ceiling
 # runs; 0 skips it), BENCH_BIN=path (run this
 # sagaflow build instead of building the working tree: two builds side by
 # side in one session, e.g. `git worktree add /tmp/base HEAD~1` and `go
@@ -602,6 +605,14 @@ SWEEP=${BENCH_SWEEP-100,300,500,700,900}
 # Saturation: more clients than the system can serve at once, so it runs
 # flat out with a bounded queue (an open loop past capacity only grows one).
 bench saturation -clients "${BENCH_SATURATE:-1000}" -duration "$D" -drain 60s || true
+# The engine: the same flat-out load with each order put straight onto
+# orders.events (-via kafka), the orders API left out (its read model
+# still runs). The gap to saturation is what the API's requests cost: HTTP
+# on both ends, the Idempotency-Key's two Redis calls, the API's own
+# producer, and the smaller transactions everything else then commits.
+if [[ ${BENCH_ENGINE:-1} == 1 ]]; then
+	bench engine -via kafka -clients "${BENCH_SATURATE:-1000}" -duration "$D" -drain 60s || true
+fi
 restart_orchestrator
 ceiling
 say "bench: results in $OUT (*.txt, *.json, *.html)"
