@@ -6,7 +6,7 @@
 #   dev/bench.sh                    the standard set: idle, sparse (one order every 5 s), 32 clients, 1,000/s, a sweep
 #                                   of rates (latency and CPU against the load), saturation, the engine's saturation
 #                                   (orders straight onto Kafka, the API left out), then the ceiling (the saga's
-#                                   Kafka traffic alone; see ceiling below)
+#                                   Kafka traffic alone; see ceiling below) and a summary, a line a run
 #   dev/bench.sh -- -rate 500 ...   one run, with these sagaflow bench flags
 #
 # Knobs (environment): BENCH_PARTITIONS (4, the services' default: the
@@ -488,9 +488,11 @@ if [[ ${BENCH_MEMWATCH:-0} == 1 ]]; then
 	) >"$OUT/memory.csv" &
 fi
 
+ran=() # the runs of this invocation, in order, for summary
 bench() {
 	local name=$1 ended
 	shift
+	ran+=("$name")
 	say "== bench $name: sagaflow bench $*"
 	[[ ${BENCH_KAFKA_REQUESTS:-1} == 1 ]] && kafka_requests >"$OUT/$name.requests-before"
 	kafka_threads >"$OUT/$name.threads-before"
@@ -572,6 +574,29 @@ ceiling() {
 	rm -f "$OUT"/ceiling.cpu-{before,after}
 }
 
+# summary: a line for each run of the standard set, from its table, so that
+# the figures end up on one screen (the runs' own lines and the sweep's
+# table are in $OUT/NAME.txt). Only this invocation's runs: a file left by
+# an earlier one (BENCH_ENGINE=0 this time) would pass off old figures as
+# new.
+summary() {
+	local name
+	say "bench: summary (each run in full: $OUT/NAME.txt)"
+	printf '  %-11s %10s %11s %11s %8s %11s\n' run sagas/s p50 p99 refused "CPU a saga"
+	for name in "${ran[@]}"; do
+		[[ $name == sweep ]] && continue
+		awk -v name="$name" '
+			/^  throughput / { tp = $2 }
+			/^  sagas / { for (i = 2; i < NF; i++) if ($i == "refused") refused = $(i + 1) }
+			/^  latency / { for (i = 2; i < NF; i++) {
+				if ($i == "p50") p50 = $(i + 1) " " $(i + 2)
+				if ($i == "p99") p99 = $(i + 1) " " $(i + 2) } }
+			/^  cpu / { for (i = 2; i < NF; i++) if ($i == "total") cpu = $(i + 1) " ms" }
+			END { printf "  %-11s %10s %11s %11s %8s %11s\n", name, tp, p50, p99, refused, cpu }' "$OUT/$name.txt" || true
+	done
+	[[ " ${ran[*]} " != *" sweep "* ]] || say "  (the sweep: $OUT/sweep.txt and sweep.html)"
+}
+
 if (($# > 0)); then
 	[[ $1 == -- ]] && shift
 	bench custom "$@"
@@ -615,4 +640,5 @@ if [[ ${BENCH_ENGINE:-1} == 1 ]]; then
 fi
 restart_orchestrator
 ceiling
+summary
 say "bench: results in $OUT (*.txt, *.json, *.html)"
