@@ -266,6 +266,12 @@ func Tail(ctx context.Context, brokers string, topics []string, ready func(), fn
 // records (librdkafka's default, stated because ready depends on it).
 const followFetchWait = 500 * time.Millisecond
 
+// followMetadataRefresh is how often a follower asks for its topics'
+// metadata (librdkafka's topic.metadata.refresh.interval.ms, 5 minutes by
+// default): one small request, against a follower that stays stuck on a
+// leader it dropped.
+const followMetadataRefresh = 10 * time.Second
+
 func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, since map[string]time.Time, ready, caughtUp func(), fn func(Record)) error {
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers":  brokers,
@@ -277,6 +283,14 @@ func follow(ctx context.Context, brokers string, topics []string, fromEnd bool, 
 		// caughtUp needs no offset arithmetic of its own.
 		"enable.partition.eof": caughtUp != nil,
 		"fetch.wait.max.ms":    int(followFetchWait.Milliseconds()),
+		// A follower has no group to rejoin after a broker kill, and
+		// librdkafka can keep a leader whose broker it dropped (see
+		// highWatermarks) until this refresh asks again. In a failover
+		// test beside CPU hogs, the orders read model's follower read
+		// nothing for the three minutes after a broker kill (no saga
+		// end reached the API, which refused every order as backlogged);
+		// the default refresh is every 5 minutes.
+		"topic.metadata.refresh.interval.ms": int(followMetadataRefresh.Milliseconds()),
 	})
 	if err != nil {
 		return fmt.Errorf("kafkatx: follower: %w", err)
